@@ -1,0 +1,3 @@
+from codexw.cli.app import main
+
+main()

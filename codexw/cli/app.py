@@ -1,0 +1,63 @@
+"""The Typer app: commands are registered here; each lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from codexw import __version__
+from codexw.cli import jobs_cmd, launch_cmd
+from codexw.cli.render import error
+from codexw.core.errors import EXIT_INTERRUPTED, CodexwError
+
+HELP = """Run Codex agents as detached background jobs.
+
+Every job is recorded in a registry and gets a Markdown report
+(<project>/.codexw/<type>/…_TEMP_… while it runs, …_<PID>_… when it ends).
+
+Exit codes: 0 success, 1 a job failed, 2 usage or config error,
+124 wait timed out, 130 interrupted.
+"""
+
+app = typer.Typer(
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"codexw {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", "-V", help="Print the version and exit.", callback=_version,
+        is_eager=True,
+    ),
+) -> None:
+    """Run Codex agents as detached background jobs."""
+
+
+app.command("launch")(launch_cmd.launch)
+app.command("status")(jobs_cmd.status)
+app.command("wait")(jobs_cmd.wait)
+app.command("logs")(jobs_cmd.logs)
+app.command("kill")(jobs_cmd.kill)
+
+
+def main() -> None:
+    try:
+        app()
+    except CodexwError as exc:
+        error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        error("interrupted")
+        sys.exit(EXIT_INTERRUPTED)

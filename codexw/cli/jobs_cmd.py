@@ -1,0 +1,292 @@
+"""`codexw status`, `wait`, `logs` and `kill`."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import typer
+
+from codexw.cli import render
+from codexw.core.durations import format_duration, parse_duration
+from codexw.core.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_WAIT_TIMEOUT, UsageError
+from codexw.core.models import Job, JobState
+
+STATES = ", ".join(s.value for s in JobState)
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def status(
+    job_id: int = typer.Argument(None, metavar="[ID]", help="Show one job in detail."),
+    latest: int = typer.Option(10, "--latest", "-n", help="How many of the newest jobs to list."),
+    show_all: bool = typer.Option(False, "--all", "-a", help="List every job, not just the newest."),
+    all_projects: bool = typer.Option(False, "--all-projects", help="Jobs of every project, not just this one."),
+    job_type: str = typer.Option(None, "--type", "-t", help="Only jobs of this type."),
+    state: str = typer.Option(None, "--state", help=f"Only jobs in this state ({STATES})."),
+    workers: bool = typer.Option(False, "--workers", help="Shortcut for --type workers."),
+    research: bool = typer.Option(False, "--research", help="Shortcut for --type research."),
+    batch: int = typer.Option(None, "--batch", "-b", help="Only jobs of this batch."),
+    watch: bool = typer.Option(False, "--watch", help="Keep the table live until Ctrl-C."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """List the latest jobs of this project, or show one job in detail."""
+    from codexw.services import status as svc
+
+    if workers and research:
+        raise UsageError("--workers and --research exclude each other")
+    if workers or research:
+        if job_type:
+            raise UsageError("--type and --workers/--research exclude each other")
+        job_type = "workers" if workers else "research"
+    if state is not None and state not in {s.value for s in JobState}:
+        raise UsageError(f"unknown state {state!r}", f"use one of {STATES}")
+    if latest < 1:
+        raise UsageError("--latest must be at least 1")
+    if job_id is not None:
+        detail = svc.job_detail(job_id)
+        if as_json:
+            render.emit_json("status", {"job": detail.to_dict()})
+        else:
+            _print_detail(detail)
+        return
+
+    def fetch() -> list[Job]:
+        return svc.list_jobs(
+            all_projects=all_projects, job_type=job_type, state=state, batch_id=batch,
+            limit=None if show_all else latest,
+        )
+
+    if as_json:
+        render.emit_json("status", {"jobs": [j.to_dict() for j in fetch()]})
+        return
+    if watch:
+        _watch(fetch)
+        return
+    jobs = fetch()
+    if not jobs:
+        sys.stdout.write("no jobs yet: start one with `codexw launch \"TASK\"`\n")
+        return
+    _print_table(jobs)
+
+
+HEADERS = ["ID", "STATE", "LEVEL", "TYPE", "TIME", "PID", "TASK", "REPORT"]
+
+
+def _rows(jobs: list[Job]) -> list[list[str]]:
+    return [
+        [
+            str(j.id),
+            render.state_text(j),
+            j.spec.level,
+            j.spec.type,
+            render.age_or_duration(j),
+            str(j.runner_pid or "-"),
+            render.task_head(j.spec.task),
+            _short_path(j.report_path),
+        ]
+        for j in jobs
+    ]
+
+
+def _short_path(path: str | None) -> str:
+    if not path:
+        return "-"
+    marker = "/.codexw/"
+    return ".codexw/" + path.split(marker, 1)[1] if marker in path else path
+
+
+def _rich_table(jobs: list[Job]):  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for header in HEADERS:
+        table.add_column(header, no_wrap=header != "TASK", overflow="ellipsis")
+    for job, row in zip(jobs, _rows(jobs), strict=True):
+        row[1] = f"[{render.STATE_STYLE[job.state]}]{row[1]}[/]"
+        table.add_row(*row)
+    return table
+
+
+def _print_table(jobs: list[Job]) -> None:
+    if render.is_tty():
+        render.console().print(_rich_table(jobs))
+    else:
+        sys.stdout.write(render.plain_table(HEADERS, _rows(jobs)) + "\n")
+
+
+def _watch(fetch) -> None:  # type: ignore[no-untyped-def]
+    from rich.live import Live
+
+    from codexw.core.notify import Listener
+
+    try:
+        with Listener() as listener, Live(_rich_table(fetch()), auto_refresh=False) as live:
+            while True:
+                listener.wait(1.0)
+                live.update(_rich_table(fetch()), refresh=True)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _print_detail(detail) -> None:  # type: ignore[no-untyped-def]
+    job = detail.job
+    s = job.spec
+    lines = [
+        ("job", f"{job.id}" + (f" (attempt {job.attempt}/{s.retries + 1})" if s.retries else "")),
+        ("state", render.state_text(job) + (f": {job.reason}" if job.reason else "")),
+        ("task", render.task_head(s.task, 100)),
+        ("level / type", f"{s.level} / {s.type}"),
+        ("model", s.model or "codex default"),
+        ("sandbox", s.sandbox),
+        ("cwd", s.cwd),
+        ("queued", _ts(job.queued_at)),
+        ("started", _ts(job.started_at)),
+        ("ended", _ts(job.ended_at)),
+        ("duration", format_duration(job.duration)),
+        ("timeout", format_duration(s.timeout) if s.timeout else "none"),
+        ("runner pid", str(job.runner_pid or "-")),
+        ("exit status", "-" if job.exit_code is None else str(job.exit_code)),
+        ("last action", job.last_action or "-"),
+        ("tokens", " ".join(f"{k.replace('_tokens', '')}={v}" for k, v in job.tokens.items())),
+        ("thread", job.thread_id or "-"),
+        ("report", job.report_path or "-"),
+        ("log", job.log_path or "-"),
+    ]
+    if s.batch_id:
+        lines.append(("batch", str(s.batch_id)))
+    if s.after:
+        lines.append(("after", ", ".join(map(str, s.after))))
+    if detail.attempts:
+        lines.append(("attempts", " → ".join(f"{a.id} {a.state.value}" for a in detail.attempts)))
+    if detail.chain:
+        lines.append(("conversation", " → ".join(f"{c.id} {c.state.value}" for c in detail.chain)))
+    width = max(len(k) for k, _ in lines)
+    out = [f"{k.rjust(width)}  {v}" for k, v in lines]
+    if detail.processes:
+        out.append("")
+        out.append(render.plain_table(
+            ["PID", "ROLE", "CPU%", "RSS", "COMMAND"],
+            [[str(p.pid), p.role, f"{p.cpu_percent:.0f}", f"{p.rss // (1 << 20)}M", p.cmdline[:60]]
+             for p in detail.processes],
+        ))
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+def _ts(value: float | None) -> str:
+    return "-" if value is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+
+
+# -- wait ---------------------------------------------------------------------------------
+
+
+def wait(
+    job_ids: list[int] = typer.Argument(None, metavar="[ID]...", help="Jobs to wait for."),
+    batch: int = typer.Option(None, "--batch", "-b", help="Wait for every job of this batch."),
+    timeout: str = typer.Option(None, "--timeout", help="Give up after this long (exit 124): 90s, 20m."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; use the exit status."),
+) -> None:
+    """Block until jobs end (following their retries); exit 0 only if all succeeded.
+
+    Wakes the moment a job ends: no polling loop.
+    """
+    from codexw.services.wait import wait_for
+
+    seconds = parse_duration(timeout, what="timeout") if timeout else None
+    if not job_ids and batch is None:
+        raise UsageError("nothing to wait for", "give job ids or --batch N")
+
+    def on_end(asked: int, job: Job) -> None:
+        if quiet or as_json:
+            return
+        via = f" (attempt {job.attempt}, job {job.id})" if job.id != asked else ""
+        reason = f": {job.reason}" if job.reason and job.state != JobState.SUCCEEDED else ""
+        sys.stdout.write(
+            f"job {asked}{via} {job.state.value} after {format_duration(job.duration)}{reason}\n"
+            f"  report {job.report_path or '-'}\n"
+        )
+        sys.stdout.flush()
+
+    try:
+        result = wait_for(list(job_ids or []), timeout=seconds, on_end=on_end, poll_batch=batch)
+    except KeyboardInterrupt:
+        render.error("interrupted; the jobs go on (see `codexw status`)")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if as_json:
+        render.emit_json("wait", result.to_dict())
+    if result.timed_out:
+        if not quiet and not as_json:
+            pending = [str(a) for a, j in result.jobs.items() if not j.state.is_final]
+            render.error(f"timed out; still running: {', '.join(pending)}")
+        raise typer.Exit(EXIT_WAIT_TIMEOUT)
+    if not result.all_succeeded:
+        raise typer.Exit(EXIT_JOB_FAILED)
+
+
+# -- logs ---------------------------------------------------------------------------------
+
+ICON = {
+    "message": "💬", "command": "$", "command_start": "…", "file": "✎", "error": "✖",
+    "warning": "!", "usage": "Σ", "info": "·", "reasoning": "~", "raw": "",
+}
+
+
+def logs(
+    job_id: int = typer.Argument(..., metavar="ID"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
+    raw: bool = typer.Option(False, "--raw", help="Print codex's JSONL events as they are."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per entry (JSON lines)."),
+) -> None:
+    """Show what a job's agent did: messages, commands and exit codes, errors."""
+    import json
+
+    from codexw.services.logs import read_log
+
+    _job, entries = read_log(job_id, raw=raw, follow=follow)
+    tty = render.is_tty() and not raw and not as_json
+    con = render.console() if tty else None
+    try:
+        for entry in entries:
+            if as_json:
+                sys.stdout.write(json.dumps({"version": render.JSON_VERSION, **entry.to_dict()}) + "\n")
+            elif raw:
+                sys.stdout.write(entry.text + "\n")
+            else:
+                text = entry.text
+                if entry.kind == "command":
+                    text = f"{text}  → exit {entry.exit_code}"
+                line = f"{ICON.get(entry.kind, '')} {text}".strip()
+                if con is not None:
+                    style = {"error": "red", "warning": "yellow", "command": "cyan",
+                             "message": "bold", "usage": "dim", "info": "dim"}.get(entry.kind, "")
+                    con.print(line, style=style, markup=False)
+                else:
+                    sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except BrokenPipeError:
+        raise typer.Exit(0) from None
+
+
+# -- kill ---------------------------------------------------------------------------------
+
+
+def kill(
+    job_ids: list[int] = typer.Argument(None, metavar="[ID]..."),
+    batch: int = typer.Option(None, "--batch", "-b", help="Every job of this batch."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Stop jobs: the whole process tree of a running job, or cancel a queued one."""
+    from codexw.services.kill import kill_jobs
+
+    if not job_ids and batch is None:
+        raise UsageError("nothing to kill", "give job ids or --batch N")
+    results = kill_jobs(list(job_ids or []), batch)
+    if as_json:
+        render.emit_json("kill", {"jobs": [r.to_dict() for r in results]})
+        return
+    for r in results:
+        sys.stdout.write(f"job {r.job_id}: {r.before} → {r.after} ({r.note})\n")

@@ -1,0 +1,47 @@
+"""Typed errors. Each carries the exit code the CLI uses and a hint for the user."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_WAIT_TIMEOUT = 124
+EXIT_INTERRUPTED = 130
+
+
+class CodexwError(Exception):
+    """Base of every error codexw reports to the user."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(CodexwError):
+    """Bad input from the user: nothing was recorded."""
+
+
+class ConfigError(CodexwError):
+    """A config file or CODEXW_* variable is malformed."""
+
+
+class NotFoundError(CodexwError):
+    """A job or batch id that the registry does not know."""
+
+
+class StoreError(CodexwError):
+    """The registry cannot be opened, read or written."""
+
+
+class TemplateError(CodexwError):
+    """A report template does not parse or uses an unknown variable."""
+
+
+class CodexMissingError(CodexwError):
+    """The codex binary cannot be found or run."""

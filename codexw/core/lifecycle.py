@@ -1,0 +1,179 @@
+"""How a job ends: the final report, the recorded outcome, and the retry that may follow.
+
+Used by the runner (which owns its job), by reconcile (a runner that vanished) and
+by kill/cancel (a job that never got a runner).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from codexw.core import paths, reports
+from codexw.core.codex import RunSummary
+from codexw.core.errors import CodexwError
+from codexw.core.models import Job, JobState
+from codexw.core.store import Store
+
+
+@dataclass
+class Ending:
+    state: JobState
+    reason: str | None = None
+    exit_code: int | None = None
+    retryable: bool = False
+
+
+def log_path(job_id: int) -> Path:
+    return paths.logs_dir() / f"{job_id}.jsonl"
+
+
+def summary_from_log(job: Job) -> RunSummary:
+    """Rebuild what a run did from its event log (for jobs whose runner is gone)."""
+    summary = RunSummary()
+    path = Path(job.log_path) if job.log_path else log_path(job.id)
+    try:
+        with path.open("rb") as fh:
+            for line in fh:
+                summary.feed_line(line)
+    except OSError:
+        pass
+    return summary
+
+
+def write_temp_report(job: Job, summary: RunSummary | None = None) -> Path:
+    path = reports.temp_report_path(job)
+    reports.atomic_replace(path, reports.render_temp(job, summary))
+    return path
+
+
+def write_final_report(job: Job, summary: RunSummary | None) -> tuple[Path | None, str | None]:
+    """Render and write the final report, remove the TEMP one.
+
+    Returns (path, problem). A template that fails falls back to the plain live
+    format so that the outcome is never lost; a report that cannot be written at
+    all returns (None, why) and the caller records why.
+    """
+    temp = reports.temp_report_path(job)
+    problem = None
+    try:
+        template = reports.template_for(job.spec.type, _templates_dir(job))
+        text = reports.render_final(template, job, summary)
+    except CodexwError as exc:
+        problem = f"report template failed: {exc.message}"
+        text = reports.render_temp(job, summary, state=job.state.value) + f"\n\n> {problem}\n"
+    try:
+        final = reports.atomic_create(temp.with_name(reports.final_report_name(job)), text)
+    except OSError as exc:
+        where = job.log_path or str(log_path(job.id))
+        return None, f"report could not be written ({exc.strerror}); the event log is {where}"
+    try:
+        os.unlink(temp)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        problem = (problem + "; " if problem else "") + f"TEMP report not removed: {exc.strerror}"
+    return final, problem
+
+
+def _templates_dir(job: Job) -> str | None:
+    return str(Path(job.spec.template).parent) if job.spec.template else None
+
+
+def backoff_delay(job: Job) -> float:
+    """Exponential backoff with jitter; each attempt waits longer than the one before."""
+    base = job.spec.backoff_base * (2 ** (job.attempt - 1))
+    return min(job.spec.backoff_max, base) * (1 + 0.25 * random.random())
+
+
+def wants_retry(job: Job, ending: Ending) -> bool:
+    if job.attempt > job.spec.retries:
+        return False
+    if ending.state == JobState.TIMED_OUT:
+        return job.spec.retry_timeouts
+    if ending.state in (JobState.FAILED, JobState.LOST):
+        return ending.retryable
+    return False
+
+
+def record_end(
+    store: Store,
+    job: Job,
+    ending: Ending,
+    *,
+    ended_at: float,
+    summary: RunSummary | None,
+    report_path: str | None,
+    only_runner_pid: int | None = None,
+) -> tuple[bool, int | None]:
+    """Record the outcome, once, and queue a retry in the same transaction.
+
+    Returns (recorded, retry job id).
+    """
+    retry_id = None
+    with store.transaction():
+        recorded = store.finish(
+            job.id,
+            ending.state,
+            ended_at=ended_at,
+            exit_code=ending.exit_code,
+            reason=ending.reason,
+            retryable=ending.retryable,
+            tokens=summary.usage if summary is not None and summary.events else None,
+            thread_id=summary.thread_id if summary is not None else None,
+            report_path=report_path,
+            last_action=summary.last_action if summary is not None else None,
+            only_runner_pid=only_runner_pid,
+        )
+        if not recorded:
+            return False, None
+        if wants_retry(job, ending):
+            retry_id = store.insert_job(
+                job.spec,
+                now=time.time(),
+                attempt=job.attempt + 1,
+                retry_of=job.id,
+                not_before=ended_at + backoff_delay(job),
+            )
+            store.repoint_deps(job.id, retry_id)
+        elif ending.state != JobState.SUCCEEDED and job.spec.batch_id is not None:
+            store.halt_batch(job.spec.batch_id, f"job {job.id} {ending.state.value}")
+    if retry_id is not None:
+        retry = store.get_job(retry_id)
+        try:
+            path = write_temp_report(retry)
+            with store.transaction():
+                store.set_paths(retry_id, str(path), None)
+        except OSError:
+            pass  # the runner writes it when the attempt starts
+    return True, retry_id
+
+
+def end_without_runner(store: Store, job: Job, ending: Ending) -> bool:
+    """End a job nobody else will finish (lost runner, cancelled, killed from outside).
+
+    The conditional update in `record_end` decides who finalizes: only the winner
+    writes the report.
+    """
+    now = time.time()
+    summary = summary_from_log(job) if job.started_at else None
+    recorded, _ = record_end(
+        store,
+        job,
+        ending,
+        ended_at=now,
+        summary=summary,
+        report_path=None,
+        only_runner_pid=job.runner_pid if job.state.is_active else None,
+    )
+    if not recorded:
+        return False
+    ended = store.get_job(job.id)
+    final, problem = write_final_report(ended, summary)
+    with store.transaction():
+        if final is not None:
+            store.set_report_path(job.id, str(final))
+    return True

@@ -1,0 +1,74 @@
+"""Every path codexw uses comes from here, with env overrides for tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+APP = "codexw"
+
+
+def state_dir() -> Path:
+    """Registry and logs live here (0700). CODEXW_STATE_DIR overrides platformdirs."""
+    override = os.environ.get("CODEXW_STATE_DIR")
+    if override:
+        path = Path(override).expanduser()
+    else:
+        from platformdirs import user_state_dir
+
+        path = Path(user_state_dir(APP))
+    return path
+
+
+def ensure_state_dir() -> Path:
+    path = state_dir()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (path / "logs").mkdir(exist_ok=True, mode=0o700)
+    return path
+
+
+def db_path() -> Path:
+    return state_dir() / "codexw.db"
+
+
+def logs_dir() -> Path:
+    return state_dir() / "logs"
+
+
+def user_config_file() -> Path:
+    override = os.environ.get("CODEXW_CONFIG_DIR")
+    if override:
+        return Path(override).expanduser() / "config.toml"
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir(APP)) / "config.toml"
+
+
+def project_root(start: str | os.PathLike[str]) -> Path:
+    """The git top-level containing `start`, else `start` itself (no subprocess)."""
+    here = Path(start).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return here
+
+
+def codexw_dir(project: str | os.PathLike[str]) -> Path:
+    return Path(project) / ".codexw"
+
+
+def report_dir(project: str | os.PathLike[str], job_type: str) -> Path:
+    return codexw_dir(project) / job_type
+
+
+def project_config_file(project: str | os.PathLike[str]) -> Path:
+    return codexw_dir(project) / "config.toml"
+
+
+def packaged_templates_dir() -> Path:
+    """templates/ inside the wheel, or the source checkout's top-level templates/."""
+    here = Path(__file__).resolve().parent.parent
+    inside = here / "templates"
+    if inside.is_dir():
+        return inside
+    return here.parent / "templates"

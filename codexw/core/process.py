@@ -1,0 +1,193 @@
+"""Process control: detached spawn, liveness by (pid, create time), group kill.
+
+"No such process" is a normal answer here, never an exception.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable
+
+_LINUX = sys.platform.startswith("linux")
+_boot_time: float | None = None
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _linux_boot_time() -> float:
+    global _boot_time
+    if _boot_time is None:
+        with open("/proc/stat", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"btime"):
+                    _boot_time = float(line.split()[1])
+                    break
+            else:  # pragma: no cover - every Linux has btime
+                _boot_time = 0.0
+    return _boot_time
+
+
+def _linux_stat(pid: int) -> tuple[str, int, float] | None:
+    """(state letter, pgid, create time) from /proc, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    rest = raw[raw.rfind(b")") + 2 :].split()
+    state = rest[0].decode()
+    pgid = int(rest[2])
+    start_ticks = int(rest[19])
+    return state, pgid, round(_linux_boot_time() + start_ticks / _CLK_TCK, 2)
+
+
+def create_time(pid: int) -> float | None:
+    """When `pid` started (seconds since the epoch), or None if it does not exist."""
+    if _LINUX:
+        info = _linux_stat(pid)
+        return None if info is None or info[0] in ("Z", "X") else info[2]
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return round(proc.create_time(), 2)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def is_alive(pid: int | None, started: float | None) -> bool:
+    """True only if `pid` runs and is the same process that started at `started`."""
+    if not pid or pid <= 0:
+        return False
+    now = create_time(pid)
+    if now is None:
+        return False
+    if started is None:
+        return True
+    return abs(now - started) < 0.05
+
+
+def signal_pid(pid: int, sig: int, started: float | None) -> bool:
+    """Send `sig` to `pid` only if it is still the recorded process."""
+    if not is_alive(pid, started):
+        return False
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+
+
+def group_exists(pgid: int | None) -> bool:
+    if not pgid or pgid <= 1:
+        return False
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs whose process group is `pgid` (Linux: from /proc; else psutil)."""
+    found = []
+    if _LINUX:
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                info = _linux_stat(int(name))
+                if info is not None and info[1] == pgid and info[0] not in ("Z", "X"):
+                    found.append(int(name))
+        return found
+    import psutil
+
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+            continue
+    return found
+
+
+def signal_group(pgid: int | None, sig: int) -> bool:
+    if not pgid or pgid <= 1:
+        return False
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+
+
+def terminate_group(pgid: int | None, grace: float, reap: Iterable[object] = ()) -> bool:
+    """SIGTERM the group, wait up to `grace` seconds, then SIGKILL what is left.
+
+    Returns True if SIGKILL was needed. `reap` holds Popen objects to poll so
+    that our own children do not linger as zombies (which count as gone).
+    """
+    if not signal_group(pgid, signal.SIGTERM):
+        return False
+    deadline = time.monotonic() + grace
+    delay = 0.01
+    while time.monotonic() < deadline:
+        for popen in reap:
+            popen.poll()  # type: ignore[attr-defined]
+        if not group_members(pgid):  # type: ignore[arg-type]
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+    signal_group(pgid, signal.SIGKILL)
+    return True
+
+
+def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
+    """In a child (preexec): receive `sig` when the parent dies (Linux only)."""
+    if not _LINUX:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+
+def pidfd_supported() -> bool:
+    if not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def open_pidfd(pid: int, started: float | None) -> int | None:
+    """A pidfd for the recorded process, or None if it is gone / unsupported."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError as exc:
+        if exc.errno in (errno.ESRCH, errno.ENOSYS, errno.EPERM, errno.EINVAL):
+            return None
+        raise
+    # Verify identity after opening: the fd now pins this exact process.
+    if not is_alive(pid, started):
+        os.close(fd)
+        return None
+    return fd

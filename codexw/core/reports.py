@@ -1,0 +1,266 @@
+"""Report files: names, atomic writes, the live TEMP report and the final Jinja2 render.
+
+The TEMP report is plain text formatting (no Jinja2) so that launch and a running
+runner stay small; Jinja2 is imported only to render the final report or to check
+a template whose content has not been checked before.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from codexw.core import paths
+from codexw.core.codex import RunSummary
+from codexw.core.durations import format_duration
+from codexw.core.errors import TemplateError
+from codexw.core.models import Job
+
+SUFFIX = "_codex_task.md"
+
+
+# -- names ----------------------------------------------------------------------------
+
+
+def stamp(ts: float) -> str:
+    return time.strftime("%Y%m%d_%H%M%S", time.localtime(ts))
+
+
+def temp_report_path(job: Job) -> Path:
+    directory = paths.report_dir(job.spec.project, job.spec.type)
+    return directory / f"{stamp(job.queued_at)}_TEMP_{job.id}{SUFFIX}"
+
+
+def final_report_name(job: Job) -> str:
+    """`<stamp>_<runner PID>_codex_task.md`; a job that never ran has no PID: `J<id>`."""
+    who = str(job.runner_pid) if job.runner_pid else f"J{job.id}"
+    return f"{stamp(job.queued_at)}_{who}{SUFFIX}"
+
+
+def fmt_time(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+# -- atomic writes --------------------------------------------------------------------
+
+
+def _write_tmp(directory: Path, name: str, text: str) -> Path:
+    tmp = directory / f".{name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return tmp
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_replace(path: Path, text: str) -> None:
+    """Write `text` to `path` via tmp + fsync + rename (a planted symlink is replaced, not followed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_tmp(path.parent, path.name, text)
+    os.replace(tmp, path)
+
+
+def atomic_create(path: Path, text: str) -> Path:
+    """Write a new file without ever overwriting one; on a name clash add `_<n>`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_tmp(path.parent, path.name, text)
+    candidate = path
+    try:
+        for n in range(2, 1000):
+            try:
+                os.link(tmp, candidate)
+                break
+            except FileExistsError:
+                candidate = path.with_name(path.name.replace(SUFFIX, f"_{n}{SUFFIX}"))
+        else:  # pragma: no cover
+            raise OSError(errno.EEXIST, "too many reports with this name", str(path))
+    finally:
+        os.unlink(tmp)
+    _fsync_dir(path.parent)
+    return candidate
+
+
+# -- the TEMP report ------------------------------------------------------------------
+
+
+def render_temp(job: Job, summary: RunSummary | None = None, state: str | None = None) -> str:
+    s = job.spec
+    lines = [
+        f"# codexw job {job.id} ({state or job.state.value})",
+        "",
+        f"**Task:** {_first_line(s.task)}",
+        f"**Started:** {fmt_time(job.started_at or job.queued_at)}",
+        f"**Reasoning Level:** {s.level}",
+        f"**Type:** {s.type}  **Model:** {s.model or 'codex default'}  **Attempt:** "
+        f"{job.attempt}/{s.retries + 1}",
+        "",
+        "This report is being written by codexw; it is renamed when the job ends.",
+        "",
+        "## Live",
+        "",
+        f"- state: {state or job.state.value}",
+        f"- updated: {fmt_time(time.time())}",
+    ]
+    if summary is not None:
+        lines.append(f"- last action: {summary.last_action or '-'}")
+        lines.append(f"- commands run: {len(summary.commands)}")
+        for run in list(summary.commands.values())[-10:]:
+            lines.append(f"  - `{_first_line(run.command, 100)}` → {_exit(run.exit_code)}")
+        if summary.files:
+            lines.append("- files changed: " + ", ".join(sorted(summary.files)))
+        used = summary.usage
+        lines.append(
+            f"- tokens so far: in {used['input_tokens']}, out {used['output_tokens']},"
+            f" reasoning {used['reasoning_output_tokens']}"
+        )
+    lines += ["", "## Task", "", s.task, ""]
+    return "\n".join(lines)
+
+
+def _first_line(text: str, width: int = 200) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _exit(code: int | None) -> str:
+    return "running" if code is None else f"exit {code}"
+
+
+# -- the final report (Jinja2) --------------------------------------------------------
+
+
+def template_for(job_type: str, templates_dir: str | None) -> Path:
+    """The template a type renders with: `<type>-task.md`, `worker-task.md` as fallback."""
+    names = {"workers": "worker-task.md", "research": "research-task.md"}
+    wanted = names.get(job_type, f"{job_type}-task.md")
+    for directory in (Path(templates_dir).expanduser() if templates_dir else None,
+                      paths.packaged_templates_dir()):
+        if directory is None:
+            continue
+        for name in (wanted, "worker-task.md"):
+            candidate = directory / name
+            if candidate.is_file():
+                return candidate
+    raise TemplateError(
+        f"no report template for type {job_type!r}",
+        f"add {wanted} or worker-task.md to {templates_dir or paths.packaged_templates_dir()}",
+    )
+
+
+def template_context(job: Job, summary: RunSummary | None = None) -> dict[str, Any]:
+    summary = summary or RunSummary()
+    data = job.to_dict()
+    usage = dict(summary.usage) if summary.events else dict(job.tokens)
+    usage["total_tokens"] = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
+    data.update(
+        outcome=job.state.value,
+        started=fmt_time(job.started_at),
+        ended=fmt_time(job.ended_at),
+        queued=fmt_time(job.queued_at),
+        duration_text=format_duration(job.duration),
+        commands=[
+            {"command": c.command, "exit_code": c.exit_code, "status": c.status}
+            for c in summary.commands.values()
+        ],
+        files=[{"path": p, "kind": k} for p, k in sorted(summary.files.items())],
+        final_message=summary.final_message,
+        warnings=list(summary.warnings),
+        error=summary.error,
+        usage=usage,
+    )
+    return {
+        "job": data,
+        "TASK_DESCRIPTION": job.spec.task,
+        "START_TIME": fmt_time(job.started_at or job.queued_at),
+        "REASONING_LEVEL": job.spec.level,
+    }
+
+
+def _environment(directory: Path) -> Any:
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(directory)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_final(template: Path, job: Job, summary: RunSummary | None) -> str:
+    import jinja2
+
+    try:
+        env = _environment(template.parent)
+        return env.get_template(template.name).render(template_context(job, summary))
+    except jinja2.TemplateError as exc:
+        raise _template_error(template, exc) from None
+
+
+def _template_error(template: Path, exc: Exception) -> TemplateError:
+    line = getattr(exc, "lineno", None)
+    where = f"{template}:{line}" if line else str(template)
+    return TemplateError(
+        f"report template {where}: {exc}",
+        "fix the template; variables: job.*, TASK_DESCRIPTION, START_TIME, REASONING_LEVEL",
+    )
+
+
+def check_template(template: Path) -> None:
+    """Parse and test-render `template`; each distinct content is checked only once."""
+    try:
+        content = template.read_bytes()
+    except OSError as exc:
+        raise TemplateError(f"cannot read report template {template}: {exc.strerror}") from None
+    digest = hashlib.sha256(content).hexdigest()
+    marker = paths.state_dir() / "templates-checked" / digest
+    if marker.exists():
+        return
+    from codexw.core.models import JobSpec, JobState
+
+    sample = Job(
+        id=0,
+        spec=JobSpec(task="sample task", level="low", type="workers", cwd="/", project="/",
+                     codex_bin="codex"),
+        state=JobState.SUCCEEDED,
+        queued_at=time.time(),
+        started_at=time.time(),
+        ended_at=time.time(),
+    )
+    summary = RunSummary()
+    summary.feed({"type": "item.completed", "item": {"id": "1", "type": "command_execution",
+                                                     "command": "true", "exit_code": 0}})
+    summary.feed({"type": "item.completed", "item": {"id": "2", "type": "agent_message",
+                                                     "text": "done"}})
+    render_final(template, sample, summary)
+    marker.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    marker.touch()

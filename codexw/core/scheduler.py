@@ -1,0 +1,176 @@
+"""The daemonless queue: claim free slots, spawn runners, reconcile vanished ones.
+
+A job starts only inside an IMMEDIATE transaction that sees a free slot (its batch
+limit and its global limit), so any number of codexw processes can call
+`fill_slots` at once without exceeding a bound.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from codexw.core import paths, process
+from codexw.core.lifecycle import Ending, end_without_runner
+from codexw.core.models import Job, JobState
+from codexw.core.store import Store
+
+# Popen objects of runners we spawned; polled so they never linger as zombies.
+_children: list[subprocess.Popen[bytes]] = []
+
+
+@dataclass
+class ReconcileResult:
+    lost: list[int] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
+    started: list[int] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+
+
+def reap_children() -> None:
+    for child in list(_children):
+        if child.poll() is not None:
+            _children.remove(child)
+
+
+def spawn_runner(job_id: int) -> tuple[int, float | None]:
+    """Start `python -m codexw.runner JOB` detached: new session, stdin /dev/null."""
+    reap_children()
+    out = os.open(
+        paths.logs_dir() / f"{job_id}.runner.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+    )
+    env = dict(os.environ)
+    env["CODEXW_STATE_DIR"] = str(paths.state_dir().resolve())
+    try:
+        child = subprocess.Popen(
+            # -P: never import codexw from the current directory.
+            [sys.executable, "-P", "-m", "codexw.runner", str(job_id)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            close_fds=True,
+            cwd="/",
+            env=env,
+        )
+    finally:
+        os.close(out)
+    _children.append(child)
+    return child.pid, process.create_time(child.pid)
+
+
+def _plan(store: Store, now: float) -> tuple[list[Job], list[tuple[Job, str]]]:
+    """Inside a transaction: which queued jobs start now, which are cancelled."""
+    queued = store.queued_jobs()
+    if not queued:
+        return [], []
+    total, per_batch = store.active_counts()
+    limits = store.batch_limits()
+    halted = store.halted_batches()
+    dep_states = store.states_of({d for job in queued for d in job.spec.after})
+    start: list[Job] = []
+    cancel: list[tuple[Job, str]] = []
+    for job in queued:
+        batch = job.spec.batch_id
+        if batch in halted:
+            cancel.append((job, f"batch {batch} halted after a failure ({halted[batch]})"))
+            continue
+        if job.not_before is not None and job.not_before > now:
+            continue
+        blocked = None
+        for dep in job.spec.after:
+            state = dep_states.get(dep)
+            if state is None:
+                blocked = f"dependency job {dep} does not exist"
+                break
+            if state == JobState.SUCCEEDED:
+                continue
+            if state.is_final:
+                blocked = f"dependency job {dep} {state.value}"
+                break
+            blocked = ""
+        if blocked:
+            cancel.append((job, blocked))
+            continue
+        if blocked == "":
+            continue
+        if job.spec.global_limit is not None and total >= job.spec.global_limit:
+            continue
+        limit = limits.get(batch) if batch is not None else None
+        if limit is not None and per_batch.get(batch, 0) >= limit:
+            continue
+        start.append(job)
+        total += 1
+        if batch is not None:
+            per_batch[batch] = per_batch.get(batch, 0) + 1
+    return start, cancel
+
+
+def fill_slots(store: Store, result: ReconcileResult | None = None) -> ReconcileResult:
+    """Start every queued job that has a free slot; cancel those that never can."""
+    result = result or ReconcileResult()
+    me = os.getpid()
+    my_start = process.create_time(me)
+    for _ in range(100):  # cancellations can cascade through dependencies
+        with store.transaction():
+            start, cancel = _plan(store, time.time())
+            claimed = [job for job in start if store.mark_starting(job.id, me, my_start)]
+        for job, reason in cancel:
+            if end_without_runner(store, job, Ending(JobState.CANCELLED, reason)):
+                result.cancelled.append(job.id)
+        spawned: list[tuple[int, int, float | None]] = []
+        for job in claimed:
+            try:
+                pid, start_time = spawn_runner(job.id)
+            except OSError as exc:
+                job = store.get_job(job.id)
+                end_without_runner(
+                    store,
+                    job,
+                    Ending(JobState.FAILED, f"could not start the runner: {exc.strerror or exc}"),
+                )
+                continue
+            spawned.append((job.id, pid, start_time))
+            result.started.append(job.id)
+        if spawned:
+            with store.transaction():
+                for job_id, pid, start_time in spawned:
+                    store.adopt(job_id, pid, start_time)
+        if not cancel:
+            break
+    return result
+
+
+def reconcile(store: Store, fill: bool = True) -> ReconcileResult:
+    """Mark jobs whose runner is gone as lost (killing what is left of their codex
+    group), give back claims of dead claimers, then fill free slots."""
+    result = ReconcileResult()
+    for job in store.active_jobs():
+        if job.state == JobState.STARTING and job.runner_pid is None:
+            if not process.is_alive(job.claimed_by_pid, job.claimed_by_start):
+                with store.transaction():
+                    if store.unclaim(job.id):
+                        result.requeued.append(job.id)
+            continue
+        if process.is_alive(job.runner_pid, job.runner_start):
+            continue
+        kill_leftover_group(job)
+        ending = Ending(
+            JobState.LOST,
+            f"runner (pid {job.runner_pid}) ended without recording an outcome",
+            retryable=True,
+        )
+        if end_without_runner(store, job, ending):
+            result.lost.append(job.id)
+    if fill:
+        fill_slots(store, result)
+    return result
+
+
+def kill_leftover_group(job: Job) -> None:
+    """After a runner vanished, nothing of its codex process group may survive."""
+    if job.codex_pgid and process.group_exists(job.codex_pgid):
+        process.terminate_group(job.codex_pgid, grace=min(job.spec.kill_grace, 5.0))

@@ -1,0 +1,606 @@
+"""The registry: the only module that writes SQL.
+
+SQLite in WAL mode with a busy timeout; every state change is one function and
+one `BEGIN IMMEDIATE` transaction; a schema version with migrations from day one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from codexw.core import notify, paths
+from codexw.core.errors import NotFoundError, StoreError
+from codexw.core.models import ACTIVE_STATES, TOKEN_KEYS, Job, JobSpec, JobState
+
+BUSY_TIMEOUT_S = 60.0
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema.
+    """
+    CREATE TABLE batches (
+        id INTEGER PRIMARY KEY,
+        created_at REAL NOT NULL,
+        project TEXT NOT NULL,
+        source TEXT,
+        max_parallel INTEGER,
+        halt_on_failure INTEGER NOT NULL DEFAULT 0,
+        halted_reason TEXT
+    );
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        state TEXT NOT NULL,
+        task TEXT NOT NULL,
+        level TEXT NOT NULL,
+        type TEXT NOT NULL,
+        model TEXT,
+        sandbox TEXT NOT NULL,
+        cwd TEXT NOT NULL,
+        project TEXT NOT NULL,
+        codex_bin TEXT NOT NULL,
+        codex_args TEXT NOT NULL DEFAULT '[]',
+        codex_home TEXT,
+        template TEXT,
+        timeout REAL,
+        kill_grace REAL NOT NULL,
+        retries INTEGER NOT NULL DEFAULT 0,
+        retry_timeouts INTEGER NOT NULL DEFAULT 0,
+        backoff_base REAL NOT NULL,
+        backoff_max REAL NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        batch_id INTEGER REFERENCES batches(id),
+        name TEXT,
+        global_limit INTEGER,
+        resume_thread TEXT,
+        resume_of INTEGER,
+        attempt INTEGER NOT NULL DEFAULT 1,
+        retry_of INTEGER,
+        queued_at REAL NOT NULL,
+        not_before REAL,
+        started_at REAL,
+        ended_at REAL,
+        claimed_by_pid INTEGER,
+        claimed_by_start REAL,
+        runner_pid INTEGER,
+        runner_start REAL,
+        codex_pgid INTEGER,
+        exit_code INTEGER,
+        reason TEXT,
+        retryable INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        reasoning_output_tokens INTEGER NOT NULL DEFAULT 0,
+        thread_id TEXT,
+        report_path TEXT,
+        log_path TEXT,
+        last_action TEXT,
+        kill_requested INTEGER NOT NULL DEFAULT 0,
+        host TEXT
+    );
+    CREATE TABLE job_deps (
+        job_id INTEGER NOT NULL,
+        dep_id INTEGER NOT NULL,
+        PRIMARY KEY (job_id, dep_id)
+    );
+    CREATE INDEX jobs_by_state ON jobs(state, priority DESC, id);
+    CREATE INDEX jobs_by_project ON jobs(project, id);
+    CREATE INDEX jobs_by_batch ON jobs(batch_id, state);
+    CREATE INDEX jobs_by_ended ON jobs(ended_at);
+    CREATE INDEX jobs_by_retry_of ON jobs(retry_of);
+    CREATE INDEX job_deps_by_dep ON job_deps(dep_id);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_ACTIVE = tuple(s.value for s in ACTIVE_STATES)
+_SPEC_COLUMNS = ["task", "level", "type", "model", "sandbox", "cwd", "project", "codex_bin", "codex_args", "codex_home", "template", "timeout", "kill_grace", "retries", "retry_timeouts", "backoff_base", "backoff_max", "priority", "batch_id", "name", "global_limit", "resume_thread", "resume_of"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: int
+    created_at: float
+    project: str
+    source: str | None
+    max_parallel: int | None
+    halt_on_failure: bool
+    halted_reason: str | None
+
+
+def _spec_values(spec: JobSpec) -> list[Any]:
+    values = []
+    for column in _SPEC_COLUMNS:
+        value = getattr(spec, column)
+        if column == "codex_args":
+            value = json.dumps(list(value))
+        elif column == "retry_timeouts":
+            value = int(value)
+        values.append(value)
+    return values
+
+
+def _row_to_job(row: sqlite3.Row, deps: tuple[int, ...] = ()) -> Job:
+    spec = JobSpec(
+        task=row["task"],
+        level=row["level"],
+        type=row["type"],
+        cwd=row["cwd"],
+        project=row["project"],
+        codex_bin=row["codex_bin"],
+        sandbox=row["sandbox"],
+        model=row["model"],
+        timeout=row["timeout"],
+        kill_grace=row["kill_grace"],
+        retries=row["retries"],
+        retry_timeouts=bool(row["retry_timeouts"]),
+        backoff_base=row["backoff_base"],
+        backoff_max=row["backoff_max"],
+        priority=row["priority"],
+        batch_id=row["batch_id"],
+        name=row["name"],
+        after=deps,
+        global_limit=row["global_limit"],
+        codex_args=tuple(json.loads(row["codex_args"])),
+        codex_home=row["codex_home"],
+        template=row["template"],
+        resume_thread=row["resume_thread"],
+        resume_of=row["resume_of"],
+    )
+    return Job(
+        id=row["id"],
+        spec=spec,
+        state=JobState(row["state"]),
+        attempt=row["attempt"],
+        retry_of=row["retry_of"],
+        queued_at=row["queued_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        not_before=row["not_before"],
+        claimed_by_pid=row["claimed_by_pid"],
+        claimed_by_start=row["claimed_by_start"],
+        runner_pid=row["runner_pid"],
+        runner_start=row["runner_start"],
+        codex_pgid=row["codex_pgid"],
+        exit_code=row["exit_code"],
+        reason=row["reason"],
+        retryable=bool(row["retryable"]),
+        tokens={k: row[k] for k in TOKEN_KEYS},
+        thread_id=row["thread_id"],
+        report_path=row["report_path"],
+        log_path=row["log_path"],
+        last_action=row["last_action"],
+        kill_requested=bool(row["kill_requested"]),
+        host=row["host"],
+    )
+
+
+class Store:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._in_txn = False
+        self._dirty = False
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls) -> Store:
+        try:
+            directory = paths.ensure_state_dir()
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the state directory {paths.state_dir()}: {exc.strerror}",
+                "make it writable or point CODEXW_STATE_DIR somewhere else",
+            ) from None
+        path = directory / "codexw.db"
+        new = not path.exists()
+        if new:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the registry {path}: {exc.strerror}",
+                    "make the state directory writable or set CODEXW_STATE_DIR",
+                ) from None
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":  # pragma: no cover - only on filesystems without WAL
+                raise StoreError(f"{path}: the registry cannot use WAL mode ({mode})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            store = cls(conn)
+            store._migrate(path)
+        except sqlite3.DatabaseError as exc:
+            raise _store_error(path, exc) from None
+        return store
+
+    def _migrate(self, path: os.PathLike[str]) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path}: registry schema {version} is newer than this codexw ({SCHEMA_VERSION})",
+                "upgrade codexw",
+            )
+        with self.transaction(notify_waiters=False):
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            for number in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self, notify_waiters: bool = True) -> Iterator[Store]:
+        """One IMMEDIATE transaction; waiters are woken after a commit that wrote."""
+        if self._in_txn:
+            yield self
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise _store_error(paths.db_path(), exc) from None
+        self._in_txn = True
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self.conn.execute("ROLLBACK")
+                raise _store_error(paths.db_path(), exc) from None
+        finally:
+            self._in_txn = False
+        if notify_waiters:
+            notify.broadcast()
+
+    def _exec(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self.conn.execute(sql, tuple(params))
+        except sqlite3.DatabaseError as exc:
+            raise _store_error(paths.db_path(), exc) from None
+
+    # -- batches -------------------------------------------------------------------------
+
+    def insert_batch(
+        self, project: str, source: str | None, max_parallel: int | None, halt_on_failure: bool
+    ) -> int:
+        cur = self._exec(
+            "INSERT INTO batches (created_at, project, source, max_parallel, halt_on_failure)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (time.time(), project, source, max_parallel, int(halt_on_failure)),
+        )
+        return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def get_batch(self, batch_id: int) -> Batch:
+        row = self._exec("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no batch {batch_id}", "see `codexw status --all`")
+        return Batch(
+            id=row["id"],
+            created_at=row["created_at"],
+            project=row["project"],
+            source=row["source"],
+            max_parallel=row["max_parallel"],
+            halt_on_failure=bool(row["halt_on_failure"]),
+            halted_reason=row["halted_reason"],
+        )
+
+    def batch_limits(self) -> dict[int, int | None]:
+        rows = self._exec(
+            "SELECT DISTINCT b.id, b.max_parallel, b.halted_reason FROM batches b"
+            " JOIN jobs j ON j.batch_id = b.id WHERE j.state = 'queued'"
+        ).fetchall()
+        return {r["id"]: r["max_parallel"] for r in rows}
+
+    def halted_batches(self) -> dict[int, str]:
+        rows = self._exec(
+            "SELECT DISTINCT b.id, b.halted_reason FROM batches b JOIN jobs j ON j.batch_id = b.id"
+            " WHERE j.state = 'queued' AND b.halted_reason IS NOT NULL"
+        ).fetchall()
+        return {r["id"]: r["halted_reason"] for r in rows}
+
+    def halt_batch(self, batch_id: int, reason: str) -> None:
+        self._exec(
+            "UPDATE batches SET halted_reason = ? WHERE id = ? AND halt_on_failure = 1"
+            " AND halted_reason IS NULL",
+            (reason, batch_id),
+        )
+
+    # -- jobs: writes --------------------------------------------------------------------
+
+    def insert_job(
+        self,
+        spec: JobSpec,
+        now: float,
+        attempt: int = 1,
+        retry_of: int | None = None,
+        not_before: float | None = None,
+    ) -> int:
+        columns = ["state", "queued_at", "not_before", "attempt", "retry_of", *_SPEC_COLUMNS]
+        values = ["queued", now, not_before, attempt, retry_of, *_spec_values(spec)]
+        cur = self._exec(
+            f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(values))})",
+            values,
+        )
+        job_id = int(cur.lastrowid)  # type: ignore[arg-type]
+        for dep in spec.after:
+            self._exec("INSERT OR IGNORE INTO job_deps VALUES (?, ?)", (job_id, dep))
+        return job_id
+
+    def set_paths(self, job_id: int, report_path: str | None, log_path: str | None) -> None:
+        self._exec(
+            "UPDATE jobs SET report_path = COALESCE(?, report_path),"
+            " log_path = COALESCE(?, log_path) WHERE id = ?",
+            (report_path, log_path, job_id),
+        )
+
+    def mark_starting(self, job_id: int, claimer_pid: int, claimer_start: float | None) -> bool:
+        cur = self._exec(
+            "UPDATE jobs SET state = 'starting', claimed_by_pid = ?, claimed_by_start = ?"
+            " WHERE id = ? AND state = 'queued'",
+            (claimer_pid, claimer_start, job_id),
+        )
+        return cur.rowcount == 1
+
+    def adopt(self, job_id: int, pid: int, start: float | None) -> bool:
+        """The runner records itself; False if the job is no longer waiting for it."""
+        cur = self._exec(
+            "UPDATE jobs SET runner_pid = ?, runner_start = ? WHERE id = ? AND state = 'starting'"
+            " AND (runner_pid IS NULL OR runner_pid = ?)",
+            (pid, start, job_id, pid),
+        )
+        return cur.rowcount == 1
+
+    def unclaim(self, job_id: int) -> bool:
+        """A claimed job whose claimer died before spawning a runner goes back to the queue."""
+        cur = self._exec(
+            "UPDATE jobs SET state = 'queued', claimed_by_pid = NULL, claimed_by_start = NULL"
+            " WHERE id = ? AND state = 'starting' AND runner_pid IS NULL",
+            (job_id,),
+        )
+        return cur.rowcount == 1
+
+    def mark_running(self, job_id: int, runner_pid: int, pgid: int, started_at: float) -> bool:
+        cur = self._exec(
+            "UPDATE jobs SET state = 'running', codex_pgid = ?, started_at = ?"
+            " WHERE id = ? AND state = 'starting' AND runner_pid = ?",
+            (pgid, started_at, job_id, runner_pid),
+        )
+        return cur.rowcount == 1
+
+    def update_progress(
+        self, job_id: int, last_action: str | None, tokens: dict[str, int], thread_id: str | None
+    ) -> None:
+        self._exec(
+            "UPDATE jobs SET last_action = ?, thread_id = COALESCE(?, thread_id),"
+            + ", ".join(f"{k} = ?" for k in TOKEN_KEYS)
+            + " WHERE id = ?",
+            (last_action, thread_id, *(tokens.get(k, 0) for k in TOKEN_KEYS), job_id),
+        )
+
+    def finish(
+        self,
+        job_id: int,
+        state: JobState,
+        *,
+        ended_at: float,
+        exit_code: int | None = None,
+        reason: str | None = None,
+        retryable: bool = False,
+        tokens: dict[str, int] | None = None,
+        thread_id: str | None = None,
+        report_path: str | None = None,
+        last_action: str | None = None,
+        only_runner_pid: int | None = None,
+    ) -> bool:
+        """Move an active or queued job to a final state, once. False if already final."""
+        assert state.is_final
+        sql = (
+            "UPDATE jobs SET state = ?, ended_at = ?, exit_code = ?, reason = ?, retryable = ?,"
+            " thread_id = COALESCE(?, thread_id), report_path = COALESCE(?, report_path),"
+            " last_action = COALESCE(?, last_action)"
+        )
+        params: list[Any] = [
+            state.value,
+            ended_at,
+            exit_code,
+            reason,
+            int(retryable),
+            thread_id,
+            report_path,
+            last_action,
+        ]
+        if tokens is not None:
+            sql += "".join(f", {k} = ?" for k in TOKEN_KEYS)
+            params.extend(tokens.get(k, 0) for k in TOKEN_KEYS)
+        sql += " WHERE id = ? AND state IN ('queued', 'starting', 'running')"
+        params.append(job_id)
+        if only_runner_pid is not None:
+            sql += " AND runner_pid = ?"
+            params.append(only_runner_pid)
+        return self._exec(sql, params).rowcount == 1
+
+    def set_report_path(self, job_id: int, report_path: str) -> None:
+        self._exec("UPDATE jobs SET report_path = ? WHERE id = ?", (report_path, job_id))
+
+    def request_kill(self, job_id: int) -> None:
+        self._exec("UPDATE jobs SET kill_requested = 1 WHERE id = ?", (job_id,))
+
+    def repoint_deps(self, old_id: int, new_id: int) -> None:
+        """Jobs waiting on `old_id` now wait on its retry `new_id`."""
+        self._exec("UPDATE OR IGNORE job_deps SET dep_id = ? WHERE dep_id = ?", (new_id, old_id))
+
+    # -- jobs: reads ---------------------------------------------------------------------
+
+    def _deps_of(self, job_ids: list[int]) -> dict[int, tuple[int, ...]]:
+        deps: dict[int, list[int]] = {}
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start : start + 500]
+            rows = self._exec(
+                f"SELECT job_id, dep_id FROM job_deps WHERE job_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            for row in rows:
+                deps.setdefault(row["job_id"], []).append(row["dep_id"])
+        return {k: tuple(sorted(v)) for k, v in deps.items()}
+
+    def _jobs(self, sql: str, params: Iterable[Any] = ()) -> list[Job]:
+        rows = self._exec(sql, params).fetchall()
+        deps = self._deps_of([r["id"] for r in rows]) if rows else {}
+        return [_row_to_job(r, deps.get(r["id"], ())) for r in rows]
+
+    def get_job(self, job_id: int) -> Job:
+        jobs = self._jobs("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not jobs:
+            raise NotFoundError(f"no job {job_id}", "see `codexw status --all`")
+        return jobs[0]
+
+    def find_job(self, job_id: int) -> Job | None:
+        jobs = self._jobs("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return jobs[0] if jobs else None
+
+    def get_jobs(self, job_ids: Iterable[int]) -> list[Job]:
+        ids = list(job_ids)
+        if not ids:
+            return []
+        found = {
+            j.id: j
+            for j in self._jobs(
+                f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids
+            )
+        }
+        return [found[i] for i in ids if i in found]
+
+    def list_jobs(
+        self,
+        *,
+        project: str | None = None,
+        job_type: str | None = None,
+        state: str | None = None,
+        batch_id: int | None = None,
+        limit: int | None = 10,
+    ) -> list[Job]:
+        where, params = [], []
+        if project is not None:
+            where.append("project = ?")
+            params.append(project)
+        if job_type is not None:
+            where.append("type = ?")
+            params.append(job_type)
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        if batch_id is not None:
+            where.append("batch_id = ?")
+            params.append(batch_id)
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self._jobs(sql, params)
+
+    def active_jobs(self) -> list[Job]:
+        return self._jobs(
+            f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(_ACTIVE))})", _ACTIVE
+        )
+
+    def active_counts(self) -> tuple[int, dict[int, int]]:
+        """(all active jobs, active jobs per batch)."""
+        rows = self._exec(
+            "SELECT batch_id, COUNT(*) AS n FROM jobs"
+            f" WHERE state IN ({','.join('?' * len(_ACTIVE))}) GROUP BY batch_id",
+            _ACTIVE,
+        ).fetchall()
+        per_batch = {r["batch_id"]: r["n"] for r in rows if r["batch_id"] is not None}
+        return sum(r["n"] for r in rows), per_batch
+
+    def queued_jobs(self) -> list[Job]:
+        """Queued jobs in start order: priority first, then oldest."""
+        return self._jobs(
+            "SELECT * FROM jobs WHERE state = 'queued' ORDER BY priority DESC, id ASC"
+        )
+
+    def states_of(self, job_ids: Iterable[int]) -> dict[int, JobState]:
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        rows = self._exec(
+            f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids
+        ).fetchall()
+        return {r["id"]: JobState(r["state"]) for r in rows}
+
+    def batch_job_ids(self, batch_id: int) -> list[int]:
+        rows = self._exec(
+            "SELECT id FROM jobs WHERE batch_id = ? ORDER BY id", (batch_id,)
+        ).fetchall()
+        return [r["id"] for r in rows]
+
+    def latest_attempt(self, job_id: int) -> int:
+        """Follow retry links forward to the newest attempt of `job_id`."""
+        current = job_id
+        while True:
+            row = self._exec(
+                "SELECT id FROM jobs WHERE retry_of = ? ORDER BY id DESC LIMIT 1", (current,)
+            ).fetchone()
+            if row is None:
+                return current
+            current = row["id"]
+
+    def attempt_chain(self, job_id: int) -> list[Job]:
+        """Every attempt linked to `job_id` by retries, oldest first."""
+        root = job_id
+        while True:
+            row = self._exec("SELECT retry_of FROM jobs WHERE id = ?", (root,)).fetchone()
+            if row is None or row["retry_of"] is None:
+                break
+            root = row["retry_of"]
+        return self._jobs(
+            "WITH RECURSIVE chain(id) AS (SELECT ? UNION ALL"
+            " SELECT j.id FROM jobs j JOIN chain c ON j.retry_of = c.id)"
+            " SELECT * FROM jobs WHERE id IN (SELECT id FROM chain) ORDER BY id",
+            (root,),
+        )
+
+    def next_due(self) -> float | None:
+        row = self._exec(
+            "SELECT MIN(not_before) AS t FROM jobs WHERE state = 'queued' AND not_before IS NOT NULL"
+        ).fetchone()
+        return row["t"]
+
+
+def _store_error(path: os.PathLike[str] | str, exc: sqlite3.DatabaseError) -> StoreError:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return StoreError(
+            f"the registry {path} is corrupt ({text})",
+            f"move it aside (mv {path} {path}.corrupt) and codexw starts a new one;"
+            " reports under .codexw/ are untouched",
+        )
+    if "readonly" in text or "unable to open" in text:
+        return StoreError(
+            f"cannot write the registry {path} ({text})",
+            "make the state directory writable or set CODEXW_STATE_DIR",
+        )
+    if "disk" in text and "full" in text:
+        return StoreError(f"no space left for the registry {path}", "free some disk space")
+    return StoreError(f"registry error in {path}: {text}")

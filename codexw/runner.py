@@ -1,0 +1,297 @@
+"""The runner: one detached process per job attempt, `python -m codexw.runner JOB`.
+
+It starts codex in its own process group, streams its --json events into the log,
+keeps the TEMP report current, enforces the timeout and kill requests by
+signalling the whole group, writes the final report and records the outcome,
+then fills the slot it frees. It imports only codexw.core and the standard
+library: it must start fast and stay small while codex runs.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from codexw.core import lifecycle, process, scheduler
+from codexw.core.codex import RunSummary, build_argv, build_prompt, is_transient
+from codexw.core.errors import CodexwError
+from codexw.core.lifecycle import Ending
+from codexw.core.models import Job, JobState
+from codexw.core.store import Store
+
+PROGRESS_INTERVAL = 1.0
+LINGER_LIMIT = 900.0  # stay around this long at most to start a retry whose backoff is due
+
+_stop_signal: int | None = None
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    # Only record it; the main loop acts (circus-style).
+    global _stop_signal
+    _stop_signal = signum
+
+
+class Runner:
+    def __init__(self, store: Store, job: Job) -> None:
+        self.store = store
+        self.job = job
+        self.summary = RunSummary()
+        self.log_fd = -1
+        self.codex: subprocess.Popen[bytes] | None = None
+        self.last_flush = 0.0
+        self.dirty = False
+
+    # -- start -------------------------------------------------------------------------
+
+    def start_codex(self) -> str | None:
+        """Spawn codex; returns why it could not start, or None."""
+        spec = self.job.spec
+        log = lifecycle.log_path(self.job.id)
+        self.log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        stderr_fd = os.open(
+            log.with_suffix(".stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+        env = dict(os.environ)
+        if spec.codex_home:
+            env["CODEX_HOME"] = spec.codex_home
+        with tempfile.TemporaryFile(dir=log.parent) as prompt:
+            prompt.write(build_prompt(spec.task).encode("utf-8", "surrogateescape"))
+            prompt.seek(0)
+            try:
+                self.codex = subprocess.Popen(
+                    build_argv(spec),
+                    stdin=prompt,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr_fd,
+                    cwd=spec.cwd,
+                    env=env,
+                    start_new_session=True,  # its own process group: we signal the group
+                    preexec_fn=process.set_parent_death_signal,
+                    close_fds=True,
+                )
+            except FileNotFoundError as exc:
+                if not os.path.isdir(spec.cwd):
+                    return f"working directory {spec.cwd} does not exist"
+                return f"codex not found: {spec.codex_bin} ({exc.strerror})"
+            except PermissionError as exc:
+                return f"codex is not executable: {spec.codex_bin} ({exc.strerror})"
+            except OSError as exc:
+                return f"codex could not be started: {spec.codex_bin} ({exc.strerror})"
+            finally:
+                os.close(stderr_fd)
+        with self.store.transaction():
+            self.store.set_paths(self.job.id, None, str(log))
+            self.store.mark_running(self.job.id, os.getpid(), self.codex.pid, time.time())
+        self.job = self.store.get_job(self.job.id)
+        self.flush(force=True)
+        return None
+
+    # -- run ---------------------------------------------------------------------------
+
+    def run(self, wakeup_fd: int) -> Ending:
+        assert self.codex is not None and self.codex.stdout is not None
+        spec = self.job.spec
+        out_fd = self.codex.stdout.fileno()
+        os.set_blocking(out_fd, False)
+        deadline = time.monotonic() + spec.timeout if spec.timeout else None
+        pending = b""
+        eof = False
+        exited_at: float | None = None
+        while True:
+            now = time.monotonic()
+            if _stop_signal is not None:
+                return self.stop(self.kill_ending())
+            if deadline is not None and now >= deadline:
+                return self.stop(
+                    Ending(JobState.TIMED_OUT, f"timed out after {spec.timeout:g}s", None, False)
+                )
+            if eof and self.codex.poll() is not None:
+                break
+            if self.codex.poll() is not None and not eof:
+                # codex itself exited but something of its group still holds stdout
+                # (a Node wrapper killed with SIGKILL leaves its native child running).
+                exited_at = exited_at or now
+                if now - exited_at > 1.0:
+                    process.terminate_group(self.codex.pid, spec.kill_grace)
+            wait = PROGRESS_INTERVAL
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now))
+            if eof:
+                try:
+                    self.codex.wait(timeout=min(wait, 0.1))
+                except subprocess.TimeoutExpired:
+                    pass
+                continue
+            ready, _, _ = select.select([out_fd, wakeup_fd], [], [], wait)
+            if wakeup_fd in ready:
+                try:
+                    os.read(wakeup_fd, 512)
+                except BlockingIOError:
+                    pass
+            if out_fd in ready:
+                try:
+                    chunk = os.read(out_fd, 65536)
+                except BlockingIOError:
+                    chunk = b""
+                else:
+                    if not chunk:
+                        eof = True
+                if chunk:
+                    os.write(self.log_fd, chunk)
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        self.summary.feed_line(line)
+                    self.dirty = True
+            self.flush()
+        if pending:
+            self.summary.feed_line(pending)
+        # Nothing of the group may outlive the run.
+        if process.group_exists(self.codex.pid):
+            process.terminate_group(self.codex.pid, spec.kill_grace, reap=[self.codex])
+        return self.outcome(self.codex.returncode)
+
+    def kill_ending(self) -> Ending:
+        job = self.store.get_job(self.job.id)
+        name = signal.Signals(_stop_signal).name if _stop_signal else "a signal"
+        why = "killed by `codexw kill`" if job.kill_requested else f"runner received {name}"
+        return Ending(JobState.KILLED, why)
+
+    def stop(self, ending: Ending) -> Ending:
+        assert self.codex is not None
+        process.terminate_group(self.codex.pid, self.job.spec.kill_grace, reap=[self.codex])
+        try:
+            self.codex.wait(timeout=self.job.spec.kill_grace + 5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.drain()
+        return ending
+
+    def drain(self) -> None:
+        """Read what is left in the pipe after the group was stopped."""
+        assert self.codex is not None and self.codex.stdout is not None
+        try:
+            rest = os.read(self.codex.stdout.fileno(), 1 << 20)
+        except (BlockingIOError, OSError):
+            rest = b""
+        if rest:
+            os.write(self.log_fd, rest)
+            for line in rest.split(b"\n"):
+                self.summary.feed_line(line)
+
+    def outcome(self, code: int | None) -> Ending:
+        s = self.summary
+        if code == 0 and not s.turn_failed:
+            return Ending(JobState.SUCCEEDED, None, 0, False)
+        if s.turn_failed or s.error:
+            reason = s.error or "the turn failed"
+            return Ending(JobState.FAILED, reason, code, is_transient(reason))
+        if code is not None and code < 0:
+            return Ending(
+                JobState.FAILED, f"codex was killed by {signal.Signals(-code).name}", code, False
+            )
+        return Ending(
+            JobState.FAILED, f"codex exited with status {code}{self.stderr_tail()}", code, False
+        )
+
+    def stderr_tail(self) -> str:
+        path = lifecycle.log_path(self.job.id).with_suffix(".stderr.log")
+        try:
+            with path.open("rb") as fh:
+                fh.seek(max(0, path.stat().st_size - 300))
+                tail = fh.read().decode("utf-8", "replace").strip().splitlines()
+        except OSError:
+            return ""
+        return f": {tail[-1]}" if tail else ""
+
+    # -- progress ----------------------------------------------------------------------
+
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and (not self.dirty or now - self.last_flush < PROGRESS_INTERVAL):
+            return
+        self.last_flush = now
+        self.dirty = False
+        s = self.summary
+        try:
+            with self.store.transaction():
+                self.store.update_progress(self.job.id, s.last_action, s.usage, s.thread_id)
+        except CodexwError:
+            pass  # progress is best effort; the outcome is recorded at the end
+        try:
+            lifecycle.write_temp_report(self.job, s)
+        except OSError:
+            pass
+
+    # -- end ---------------------------------------------------------------------------
+
+    def finish(self, ending: Ending) -> None:
+        ended_at = time.time()
+        job = self.store.get_job(self.job.id)
+        job.state = ending.state
+        job.ended_at = ended_at
+        job.exit_code = ending.exit_code
+        job.reason = ending.reason
+        final, problem = lifecycle.write_final_report(job, self.summary if self.codex else None)
+        if problem:
+            ending.reason = f"{ending.reason}; {problem}" if ending.reason else problem
+        lifecycle.record_end(
+            self.store,
+            job,
+            ending,
+            ended_at=ended_at,
+            summary=self.summary,
+            report_path=str(final) if final else None,
+        )
+        if self.log_fd >= 0:
+            os.close(self.log_fd)
+
+
+def main(argv: list[str]) -> int:
+    job_id = int(argv[1])
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+
+    store = Store.open()
+    me = os.getpid()
+    with store.transaction():
+        adopted = store.adopt(job_id, me, process.create_time(me))
+    if not adopted:
+        return 0  # the claim was given back or someone else runs it: nothing to do
+    runner = Runner(store, store.get_job(job_id))
+    if _stop_signal is not None:
+        ending = runner.kill_ending()
+    else:
+        problem = runner.start_codex()
+        ending = Ending(JobState.FAILED, problem) if problem else runner.run(wake_r)
+    runner.finish(ending)
+    scheduler.fill_slots(store)
+    linger(store)
+    return 0
+
+
+def linger(store: Store) -> None:
+    """Start retries whose backoff runs out soon, since no daemon will."""
+    give_up = time.time() + LINGER_LIMIT
+    while _stop_signal is None:
+        due = store.next_due()
+        now = time.time()
+        if due is None or due > give_up:
+            return
+        if due > now:
+            time.sleep(min(due - now, 5.0))
+            continue
+        scheduler.fill_slots(store)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,86 @@
+"""Stop jobs: running ones lose their whole process tree, queued ones are cancelled."""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+
+from codexw.core import process
+from codexw.core.lifecycle import Ending, end_without_runner
+from codexw.core.models import Job, JobState
+from codexw.core.notify import Listener
+from codexw.core.scheduler import kill_leftover_group
+from codexw.core.store import Store
+from codexw.services.common import open_store
+
+
+@dataclass
+class KillResult:
+    job_id: int
+    before: str
+    after: str
+    note: str
+
+    def to_dict(self) -> dict[str, object]:
+        return self.__dict__.copy()
+
+
+def kill_jobs(job_ids: list[int], batch_id: int | None = None) -> list[KillResult]:
+    store = open_store()
+    ids = list(job_ids)
+    if batch_id is not None:
+        store.get_batch(batch_id)
+        ids += store.batch_job_ids(batch_id)
+    jobs = [store.get_job(i) for i in dict.fromkeys(ids)]
+    # Cancel queued ones first so that stopping running ones frees no slot for them.
+    results = [_cancel(store, j) for j in jobs if j.state == JobState.QUEUED]
+    results += [_stop(store, j) for j in jobs if j.state.is_active]
+    results += [
+        KillResult(j.id, j.state.value, j.state.value, "already ended")
+        for j in jobs
+        if j.state.is_final
+    ]
+    return sorted(results, key=lambda r: r.job_id)
+
+
+def _cancel(store: Store, job: Job) -> KillResult:
+    if end_without_runner(store, job, Ending(JobState.CANCELLED, "cancelled by `codexw kill`")):
+        return KillResult(job.id, "queued", "cancelled", "removed from the queue")
+    now = store.get_job(job.id)
+    if now.state.is_active:
+        return _stop(store, now)
+    return KillResult(job.id, "queued", now.state.value, "ended meanwhile")
+
+
+def _stop(store: Store, job: Job) -> KillResult:
+    with store.transaction():
+        store.request_kill(job.id)
+    job = store.get_job(job.id)
+    grace = job.spec.kill_grace
+    if job.runner_pid and process.signal_pid(job.runner_pid, signal.SIGTERM, job.runner_start):
+        ended = _wait_final(store, job.id, grace + 10.0)
+        if ended is not None:
+            return KillResult(job.id, job.state.value, ended.state.value, "stopped by its runner")
+    # The runner is gone or stuck: stop the tree ourselves and record it.
+    job = store.get_job(job.id)
+    if job.state.is_final:
+        return KillResult(job.id, "running", job.state.value, "ended meanwhile")
+    kill_leftover_group(job)
+    process.signal_pid(job.runner_pid or 0, signal.SIGKILL, job.runner_start)
+    end_without_runner(store, job, Ending(JobState.KILLED, "killed by `codexw kill` (runner did not respond)"))
+    final = store.get_job(job.id)
+    return KillResult(job.id, job.state.value, final.state.value, "process tree killed")
+
+
+def _wait_final(store: Store, job_id: int, timeout: float) -> Job | None:
+    deadline = time.monotonic() + timeout
+    with Listener() as listener:
+        while True:
+            job = store.get_job(job_id)
+            if job.state.is_final:
+                return job
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            listener.wait(min(left, 1.0))

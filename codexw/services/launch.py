@@ -1,0 +1,187 @@
+"""Validate a job spec, record it, write its TEMP report and start it if a slot is free."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from codexw.core import lifecycle, paths, reports
+from codexw.core.config import Config, load_config
+from codexw.core.durations import parse_duration
+from codexw.core.errors import CodexMissingError, StoreError, UsageError
+from codexw.core.models import LEVELS, SANDBOXES, TYPE_NAME_RE, Job, JobSpec
+from codexw.core.scheduler import fill_slots
+from codexw.core.store import Store
+from codexw.services.common import open_store
+
+DOCTOR_HINT = "install it with `npm install -g @openai/codex`, set codex_bin, or run `codexw doctor`"
+
+
+@dataclass
+class LaunchRequest:
+    task: str
+    level: str | None = None
+    type: str | None = None
+    model: str | None = None
+    sandbox: str | None = None
+    cwd: str | None = None
+    timeout: str | None = None
+    retries: int | None = None
+    retry_timeouts: bool | None = None
+    priority: int = 0
+    after: tuple[int, ...] = ()
+    name: str | None = None
+    codex_args: tuple[str, ...] = ()
+    resume_thread: str | None = None
+    resume_of: int | None = None
+
+
+@dataclass
+class LaunchResult:
+    job: Job
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "job_id": self.job.id,
+            "state": self.job.state.value,
+            "runner_pid": self.job.runner_pid,
+            "report_path": self.job.report_path,
+            "log_path": str(lifecycle.log_path(self.job.id)),
+            "warnings": self.warnings,
+        }
+
+
+def validate_task(task: str) -> str:
+    if "\x00" in task:
+        raise UsageError("the task contains a NUL byte", "pass plain text")
+    if not task.strip():
+        raise UsageError("the task is empty", "give the task as an argument, with -f FILE, or on stdin")
+    return task
+
+
+def resolve_codex(codex_bin: str) -> str:
+    found = shutil.which(codex_bin)
+    if found is None:
+        if os.sep in codex_bin and os.path.exists(codex_bin):
+            raise CodexMissingError(f"codex is not executable: {codex_bin}", DOCTOR_HINT)
+        raise CodexMissingError(f"codex not found: {codex_bin!r}", DOCTOR_HINT)
+    return os.path.abspath(found)
+
+
+@dataclass
+class Prepared:
+    """A validated spec, before anything is recorded."""
+
+    spec: JobSpec
+    warnings: list[str]
+
+
+def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | None = None) -> Prepared:
+    """Validate everything; raise UsageError without touching the registry."""
+    cwd = Path(req.cwd or os.getcwd()).expanduser()
+    if not cwd.is_dir():
+        raise UsageError(f"working directory {cwd} does not exist", "check --cd")
+    cwd = cwd.resolve()
+    project = paths.project_root(cwd)
+    if config is None:
+        config = load_config(project)
+    if req.level is not None and req.level not in LEVELS:
+        raise UsageError(
+            f"unknown level {req.level!r}", "use one of " + ", ".join(LEVELS) + " (lower case)"
+        )
+    if req.type is not None and not TYPE_NAME_RE.fullmatch(req.type):
+        raise UsageError(
+            f"invalid type name {req.type!r}",
+            "use lower-case letters, digits, '-' and '_', up to 32, starting with a letter or digit",
+        )
+    if req.sandbox is not None and req.sandbox not in SANDBOXES:
+        raise UsageError(f"unknown sandbox {req.sandbox!r}", "use one of " + ", ".join(SANDBOXES))
+    if req.retries is not None and req.retries < 0:
+        raise UsageError("--retries must be 0 or more")
+    cfg = config.with_overrides(
+        level=req.level, type=req.type, model=req.model, sandbox=req.sandbox, retries=req.retries,
+        retry_timeouts=req.retry_timeouts,
+    )
+    timeout = parse_duration(req.timeout, what="timeout") if req.timeout else cfg.timeout
+    validate_task(req.task)
+    codex_bin = resolve_codex(cfg.codex_bin)
+    template = reports.template_for(cfg.type, cfg.templates_dir)
+    reports.check_template(template)
+    warnings = []
+    if cfg.sandbox == "danger-full-access":
+        warnings.append(
+            "sandbox danger-full-access: codex can change anything this user can, without asking"
+        )
+    spec = JobSpec(
+        task=req.task,
+        level=cfg.level,
+        type=cfg.type,
+        cwd=str(cwd),
+        project=str(project),
+        codex_bin=codex_bin,
+        sandbox=cfg.sandbox,
+        model=cfg.model,
+        timeout=timeout,
+        kill_grace=cfg.kill_grace,
+        retries=cfg.retries,
+        retry_timeouts=cfg.retry_timeouts,
+        backoff_base=cfg.backoff_base,
+        backoff_max=cfg.backoff_max,
+        priority=req.priority,
+        batch_id=batch_id,
+        name=req.name,
+        after=tuple(req.after),
+        global_limit=cfg.max_parallel,
+        codex_args=tuple(cfg.codex_args) + tuple(req.codex_args),
+        codex_home=os.environ.get("CODEX_HOME") or None,
+        template=str(template),
+        resume_thread=req.resume_thread,
+        resume_of=req.resume_of,
+    )
+    return Prepared(spec, warnings)
+
+
+def check_after(store: Store, after: tuple[int, ...]) -> None:
+    for dep in after:
+        if store.find_job(dep) is None:
+            raise UsageError(f"--after {dep}: no such job", "see `codexw status --all`")
+
+
+def ensure_report_dir(spec: JobSpec) -> None:
+    directory = paths.report_dir(spec.project, spec.type)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the report directory {directory}: {exc.strerror}",
+            "make the project writable or use --cd",
+        ) from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StoreError(f"the report directory {directory} is not writable")
+
+
+def enqueue(store: Store, specs: list[JobSpec]) -> list[int]:
+    """Record jobs in one transaction, then write their TEMP reports."""
+    for spec in {(s.project, s.type): s for s in specs}.values():
+        ensure_report_dir(spec)
+    now = time.time()
+    with store.transaction():
+        ids = [store.insert_job(spec, now=now) for spec in specs]
+    written = {job.id: lifecycle.write_temp_report(job) for job in store.get_jobs(ids)}
+    with store.transaction():
+        for job_id, report in written.items():
+            store.set_paths(job_id, str(report), None)
+    return ids
+
+
+def launch(req: LaunchRequest) -> LaunchResult:
+    prepared = prepare(req)
+    store = open_store()
+    check_after(store, prepared.spec.after)
+    (job_id,) = enqueue(store, [prepared.spec])
+    fill_slots(store)
+    return LaunchResult(store.get_job(job_id), prepared.warnings)

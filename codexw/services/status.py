@@ -1,0 +1,128 @@
+"""Which jobs exist and how they are doing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from codexw.core import paths
+from codexw.core.models import Job, JobState
+from codexw.core.store import Store
+from codexw.services.common import open_store
+
+
+@dataclass
+class ProcessInfo:
+    pid: int
+    name: str
+    cpu_percent: float
+    rss: int
+    cmdline: str
+    role: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass
+class JobDetail:
+    job: Job
+    processes: list[ProcessInfo] = field(default_factory=list)
+    attempts: list[Job] = field(default_factory=list)
+    chain: list[Job] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.job.to_dict()
+        data["processes"] = [p.to_dict() for p in self.processes]
+        data["attempts"] = [j.id for j in self.attempts]
+        data["chain"] = [j.id for j in self.chain]
+        return data
+
+
+def list_jobs(
+    *,
+    cwd: str | None = None,
+    all_projects: bool = False,
+    job_type: str | None = None,
+    state: str | None = None,
+    batch_id: int | None = None,
+    limit: int | None = 10,
+    store: Store | None = None,
+) -> list[Job]:
+    if state is not None:
+        JobState(state)  # validated by the CLI; a bad value here is a bug
+    store = store or open_store()
+    project = None
+    if not all_projects and batch_id is None:
+        project = str(paths.project_root(cwd or os.getcwd()))
+    return store.list_jobs(
+        project=project, job_type=job_type, state=state, batch_id=batch_id, limit=limit
+    )
+
+
+def _process_tree(job: Job) -> list[ProcessInfo]:
+    import psutil
+
+    found: list[ProcessInfo] = []
+    roots: list[tuple[int, str]] = []
+    if job.runner_pid:
+        roots.append((job.runner_pid, "runner"))
+    seen: set[int] = set()
+    for pid, role in roots:
+        try:
+            proc = psutil.Process(pid)
+            if job.runner_start and abs(proc.create_time() - job.runner_start) > 0.05:
+                continue
+            procs = [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for p in procs:
+            if p.pid in seen:
+                continue
+            seen.add(p.pid)
+            try:
+                with p.oneshot():
+                    found.append(
+                        ProcessInfo(
+                            pid=p.pid,
+                            name=p.name(),
+                            cpu_percent=p.cpu_percent(interval=None),
+                            rss=p.memory_info().rss,
+                            cmdline=" ".join(p.cmdline())[:200],
+                            role=role if p.pid == pid else "codex",
+                        )
+                    )
+            except psutil.Error:
+                continue
+    if found:
+        # cpu_percent needs two samples; take the second after a short interval.
+        import time
+
+        time.sleep(0.2)
+        for info in found:
+            try:
+                info.cpu_percent = psutil.Process(info.pid).cpu_percent(interval=None)
+            except psutil.Error:
+                pass
+    return found
+
+
+def job_detail(job_id: int, store: Store | None = None) -> JobDetail:
+    store = store or open_store()
+    job = store.get_job(job_id)
+    detail = JobDetail(job)
+    if job.state.is_active:
+        detail.processes = _process_tree(job)
+    attempts = store.attempt_chain(job.id)
+    detail.attempts = attempts if len(attempts) > 1 else []
+    # Conversation chain: follow resume_of links back.
+    chain = [job]
+    while chain[-1].spec.resume_of is not None:
+        previous = store.find_job(chain[-1].spec.resume_of)
+        if previous is None:
+            break
+        chain.append(previous)
+    detail.chain = list(reversed(chain)) if len(chain) > 1 else []
+    return detail
+
