@@ -51,9 +51,8 @@ def warn(message: str) -> None:
 
 
 def age_or_duration(job: Job) -> str:
-    if job.state.is_final or job.state.is_active:
-        if job.started_at is not None:
-            return format_duration(job.duration)
+    if (job.state.is_final or job.state.is_active) and job.started_at is not None:
+        return format_duration(job.duration)
     return format_duration(time.time() - job.queued_at) + " ago"
 
 
