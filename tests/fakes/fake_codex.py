@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""A fake `codex` that speaks the real CLI's --json event format (see CODEX_CLI.md).
+
+Behaviour comes from `@fake ...` lines in the prompt (read on stdin, like the
+real `codex exec -`) or from FAKE_CODEX_DIRECTIVES (lines separated by ';'):
+
+  @fake sleep SECONDS        hold the run that long (in small steps)
+  @fake fail 429|500|auth    end with error + turn.failed like the real CLI, exit 1
+  @fake exit CODE            exit with CODE and no failure event
+  @fake crash                write to stderr and exit 3 without any event
+  @fake ignore-term          ignore SIGTERM (so only SIGKILL stops it)
+  @fake grandchild           start a grandchild process in the same group
+  @fake wrapper              behave like the npm Node wrapper: do the work in a child
+  @fake write PATH           write PATH (relative to -C) and report the command
+  @fake events N             emit N extra command events
+  @fake message TEXT         the final agent message
+  @fake fail-first N KIND    fail with KIND on the first N runs (counted in FAKE_CODEX_STATE)
+
+FAKE_CODEX_STATE=DIR records every run (runs.jsonl) and the most runs alive at
+once (max_running), from a lock-protected set of live PIDs, so a kill -9 can't
+skew the count.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+FAILURES = {
+    "429": "exceeded retry limit, last status: 429 Too Many Requests",
+    "500": "We're currently experiencing high demand, which may cause temporary errors.",
+    "auth": "unexpected status 401 Unauthorized: invalid api key",
+}
+
+
+def emit(event: dict) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def parse_argv(argv: list[str]) -> dict:
+    opts: dict = {"config": {}, "resume": None, "model": None, "sandbox": None, "cd": None,
+                  "prompt": None, "json": False}
+    if argv[:1] == ["--version"]:
+        print("codex-cli 0.169.0")
+        sys.exit(0)
+    if argv[:2] == ["login", "status"]:
+        if os.environ.get("FAKE_CODEX_LOGGED_OUT"):
+            print("Not logged in", file=sys.stderr)
+            sys.exit(1)
+        print("Logged in using an API key")
+        sys.exit(0)
+    if not argv or argv[0] != "exec":
+        print(f"fake codex: unsupported command {argv[:1]}", file=sys.stderr)
+        sys.exit(2)
+    rest = argv[1:]
+    if rest[:1] == ["resume"]:
+        opts["resume"] = True
+        rest = rest[1:]
+    positional = []
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg == "--json":
+            opts["json"] = True
+        elif arg == "-c":
+            key, _, value = rest[i + 1].partition("=")
+            opts["config"][key] = value.strip('"')
+            i += 1
+        elif arg in ("-m", "--model"):
+            opts["model"] = rest[i + 1]
+            i += 1
+        elif arg in ("-s", "--sandbox"):
+            opts["sandbox"] = rest[i + 1]
+            i += 1
+        elif arg in ("-C", "--cd"):
+            opts["cd"] = rest[i + 1]
+            i += 1
+        elif arg in ("-p", "--profile", "--add-dir", "--output-schema", "-o",
+                     "--output-last-message"):
+            i += 1
+        elif arg in ("--skip-git-repo-check", "--ephemeral"):
+            pass
+        elif arg.startswith("-") and arg != "-":
+            print(f"error: unexpected argument '{arg}' found", file=sys.stderr)
+            sys.exit(2)
+        else:
+            positional.append(arg)
+        i += 1
+    if opts["resume"]:
+        opts["resume"] = positional[0] if positional else None
+        positional = positional[1:]
+    opts["prompt"] = positional[0] if positional else None
+    return opts
+
+
+def record(state_dir: str | None, entry: dict, done: bool = False) -> None:
+    if not state_dir:
+        return
+    os.makedirs(state_dir, exist_ok=True)
+    with open(os.path.join(state_dir, "lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        alive_path = os.path.join(state_dir, "alive.json")
+        try:
+            with open(alive_path) as fh:
+                alive = json.load(fh)
+        except (OSError, ValueError):
+            alive = []
+        alive = [p for p in alive if p != os.getpid() and _alive(p)]
+        if not done:
+            alive.append(os.getpid())
+            with open(os.path.join(state_dir, "runs.jsonl"), "a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+        with open(alive_path, "w") as fh:
+            json.dump(alive, fh)
+        max_path = os.path.join(state_dir, "max_running")
+        try:
+            with open(max_path) as fh:
+                best = int(fh.read() or 0)
+        except (OSError, ValueError):
+            best = 0
+        with open(max_path, "w") as fh:
+            fh.write(str(max(best, len(alive))))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def bump(state_dir: str | None, name: str) -> int:
+    """Count runs for `fail-first`."""
+    if not state_dir:
+        return 1
+    os.makedirs(state_dir, exist_ok=True)
+    with open(os.path.join(state_dir, "lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = os.path.join(state_dir, f"count-{name}")
+        try:
+            with open(path) as fh:
+                n = int(fh.read()) + 1
+        except (OSError, ValueError):
+            n = 1
+        with open(path, "w") as fh:
+            fh.write(str(n))
+    return n
+
+
+def directives(prompt: str) -> list[list[str]]:
+    found = []
+    extra = os.environ.get("FAKE_CODEX_DIRECTIVES", "")
+    lines = prompt.splitlines() + [x for x in extra.split(";") if x.strip()]
+    for line in lines:
+        line = line.strip()
+        if line.startswith("@fake "):
+            found.append(line[len("@fake "):].split(None, 1))
+    return found
+
+
+def main() -> int:
+    opts = parse_argv(sys.argv[1:])
+    if opts["prompt"] == "-":
+        prompt = sys.stdin.read()
+    elif opts["prompt"]:
+        prompt = opts["prompt"]
+    else:
+        print("error: no prompt", file=sys.stderr)
+        return 2
+    todo = directives(prompt)
+    names = [d[0] for d in todo]
+    state_dir = os.environ.get("FAKE_CODEX_STATE")
+
+    if "wrapper" in names and not os.environ.get("FAKE_CODEX_NATIVE"):
+        # Like the npm wrapper: the real work happens in a child in the same group;
+        # SIGTERM is forwarded, SIGKILL of the wrapper leaves the child running.
+        env = dict(os.environ, FAKE_CODEX_NATIVE="1")
+        child = subprocess.Popen([sys.executable, __file__, *sys.argv[1:-1], prompt], env=env)
+        if state_dir:
+            os.makedirs(state_dir, exist_ok=True)
+            with open(os.path.join(state_dir, f"native.{child.pid}"), "w") as fh:
+                fh.write(str(os.getpid()))
+        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+        code = child.wait()
+        return code if code >= 0 else 1
+
+    record(state_dir, {"pid": os.getpid(), "argv": sys.argv[1:], "config": opts["config"],
+                       "model": opts["model"], "sandbox": opts["sandbox"], "cd": opts["cd"],
+                       "resume": opts["resume"], "prompt": prompt, "start": time.time()})
+    try:
+        return run(opts, todo, state_dir)
+    finally:
+        record(state_dir, {}, done=True)
+
+
+def run(opts: dict, todo: list[list[str]], state_dir: str | None) -> int:
+    cwd = opts["cd"] or os.getcwd()
+    emit({"type": "thread.started", "thread_id": opts["resume"] or str(uuid.uuid4())})
+    emit({"type": "turn.started"})
+    message = "## Task Summary\nDone.\n\n## Files Modified\n- none\n\n## Changes Made\nNothing.\n\n" \
+              "## Issues Encountered\nNone.\n\n## Next Steps\nNone."
+    item = 0
+    for name, *args in todo:
+        arg = args[0] if args else ""
+        if name == "ignore-term":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        elif name == "grandchild":
+            code = "import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)"
+            child = subprocess.Popen([sys.executable, "-c", code])
+            if state_dir:
+                os.makedirs(state_dir, exist_ok=True)
+                with open(os.path.join(state_dir, f"grandchild.{child.pid}"), "w") as fh:
+                    fh.write(str(os.getpid()))
+        elif name == "sleep":
+            end = time.monotonic() + float(arg)
+            item += 1
+            emit({"type": "item.started", "item": {"id": f"item_{item}", "type": "command_execution",
+                  "command": f"sleep {arg}", "aggregated_output": "", "exit_code": None,
+                  "status": "in_progress"}})
+            while time.monotonic() < end:
+                time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+            emit({"type": "item.completed", "item": {"id": f"item_{item}", "type": "command_execution",
+                  "command": f"sleep {arg}", "aggregated_output": "", "exit_code": 0,
+                  "status": "completed"}})
+        elif name == "write":
+            path = os.path.join(cwd, arg)
+            item += 1
+            command = f"/bin/bash -c 'echo hi > {arg}'"
+            emit({"type": "item.started", "item": {"id": f"item_{item}", "type": "command_execution",
+                  "command": command, "aggregated_output": "", "exit_code": None,
+                  "status": "in_progress"}})
+            with open(path, "w") as fh:
+                fh.write("hi\n")
+            emit({"type": "item.completed", "item": {"id": f"item_{item}", "type": "command_execution",
+                  "command": command, "aggregated_output": "", "exit_code": 0,
+                  "status": "completed"}})
+            item += 1
+            emit({"type": "item.completed", "item": {"id": f"item_{item}", "type": "file_change",
+                  "changes": [{"path": arg, "kind": "add"}], "status": "completed"}})
+        elif name == "events":
+            for n in range(int(arg)):
+                item += 1
+                emit({"type": "item.completed", "item": {"id": f"item_{item}",
+                      "type": "command_execution", "command": f"echo {n}",
+                      "aggregated_output": f"{n}\n", "exit_code": 0, "status": "completed"}})
+        elif name == "unknown-events":
+            emit({"type": "brand.new.event", "payload": {"x": 1}})
+            emit({"type": "item.completed", "item": {"id": "w", "type": "web_search", "query": "q"}})
+            emit({"type": "item.completed", "item": {"id": "e", "type": "error",
+                  "message": "Model metadata for `mock` not found"}})
+            sys.stdout.write("this line is not json\n")
+        elif name == "message":
+            message = arg
+        elif name == "crash":
+            print("fake codex: something broke badly", file=sys.stderr)
+            return 3
+        elif name == "exit":
+            emit({"type": "turn.completed", "usage": usage()})
+            return int(arg)
+        elif name in ("fail", "fail-first"):
+            kind = arg
+            if name == "fail-first":
+                count, kind = arg.split()
+                if bump(state_dir, "fail-first") > int(count):
+                    continue
+            text = FAILURES[kind]
+            emit({"type": "error", "message": text})
+            emit({"type": "turn.failed", "error": {"message": text}})
+            return 1
+    item += 1
+    emit({"type": "item.completed", "item": {"id": f"item_{item}", "type": "agent_message",
+                                             "text": message}})
+    emit({"type": "turn.completed", "usage": usage()})
+    return 0
+
+
+def usage() -> dict:
+    return {"input_tokens": 100, "cached_input_tokens": 10, "cache_write_input_tokens": 0,
+            "output_tokens": 20, "reasoning_output_tokens": 5}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
