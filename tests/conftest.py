@@ -163,3 +163,18 @@ def cx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
             except OSError:
                 pass
         raise AssertionError("processes left behind:\n" + "\n".join(details)) from None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow", action="store_true", help="also run tests marked slow or e2e (CI does)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords or "e2e" in item.keywords:
+            item.add_marker(skip)
