@@ -268,7 +268,7 @@ def main(argv: list[str]) -> int:
     if not adopted:
         return 0  # the claim was given back or someone else runs it: nothing to do
     runner = Runner(store, store.get_job(job_id))
-    if _stop_signal is not None:
+    if _stop_signal is not None or runner.job.kill_requested:
         ending = runner.kill_ending()
     else:
         problem = runner.start_codex()

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from codexw import __version__
-from codexw.cli import jobs_cmd, launch_cmd
+from codexw.cli import batch_cmd, jobs_cmd, launch_cmd
 from codexw.cli.render import error
 from codexw.core.errors import EXIT_INTERRUPTED, CodexwError
 
@@ -50,6 +50,8 @@ app.command("status")(jobs_cmd.status)
 app.command("wait")(jobs_cmd.wait)
 app.command("logs")(jobs_cmd.logs)
 app.command("kill")(jobs_cmd.kill)
+app.command("batch")(batch_cmd.batch)
+app.command("retry")(batch_cmd.retry)
 
 
 def main() -> None:

@@ -11,11 +11,12 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from codexw.core import paths, reports
 from codexw.core.codex import RunSummary
 from codexw.core.errors import CodexwError
-from codexw.core.models import Job, JobState
+from codexw.core.models import Job, JobSpec, JobState
 from codexw.core.store import Store
 
 
@@ -46,8 +47,18 @@ def summary_from_log(job: Job) -> RunSummary:
 
 def write_temp_report(job: Job, summary: RunSummary | None = None) -> Path:
     path = reports.temp_report_path(job)
-    reports.atomic_replace(path, reports.render_temp(job, summary))
+    reports.atomic_replace(path, reports.render_temp(job, summary), durable=False)
     return path
+
+
+def queue_with_report(store: Store, spec: JobSpec, now: float, **kw: Any) -> int:
+    """Inside a transaction: insert a job and write its TEMP report before anyone can
+    claim it, so the report path is recorded once and never races a fast runner."""
+    job_id = store.insert_job(spec, now=now, **kw)
+    job = store.get_job(job_id)
+    path = write_temp_report(job)
+    store.set_paths(job_id, str(path), None)
+    return job_id
 
 
 def write_final_report(job: Job, summary: RunSummary | None) -> tuple[Path | None, str | None]:
@@ -131,24 +142,23 @@ def record_end(
         if not recorded:
             return False, None
         if wants_retry(job, ending):
-            retry_id = store.insert_job(
-                job.spec,
-                now=time.time(),
-                attempt=job.attempt + 1,
-                retry_of=job.id,
-                not_before=ended_at + backoff_delay(job),
-            )
+            try:
+                retry_id = queue_with_report(
+                    store,
+                    job.spec,
+                    time.time(),
+                    attempt=job.attempt + 1,
+                    retry_of=job.id,
+                    not_before=ended_at + backoff_delay(job),
+                )
+            except OSError:  # no TEMP report possible: still retry, the runner writes it
+                retry_id = store.insert_job(
+                    job.spec, now=time.time(), attempt=job.attempt + 1, retry_of=job.id,
+                    not_before=ended_at + backoff_delay(job),
+                )
             store.repoint_deps(job.id, retry_id)
         elif ending.state != JobState.SUCCEEDED and job.spec.batch_id is not None:
             store.halt_batch(job.spec.batch_id, f"job {job.id} {ending.state.value}")
-    if retry_id is not None:
-        retry = store.get_job(retry_id)
-        try:
-            path = write_temp_report(retry)
-            with store.transaction():
-                store.set_paths(retry_id, str(path), None)
-        except OSError:
-            pass  # the runner writes it when the attempt starts
     return True, retry_id
 
 

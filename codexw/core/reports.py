@@ -49,14 +49,15 @@ def fmt_time(ts: float | None) -> str:
 # -- atomic writes --------------------------------------------------------------------
 
 
-def _write_tmp(directory: Path, name: str, text: str) -> Path:
+def _write_tmp(directory: Path, name: str, text: str, durable: bool = True) -> Path:
     tmp = directory / f".{name}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
     except BaseException:
         try:
             os.unlink(tmp)
@@ -79,10 +80,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_replace(path: Path, text: str) -> None:
-    """Write `text` to `path` via tmp + fsync + rename (a planted symlink is replaced, not followed)."""
+def atomic_replace(path: Path, text: str, durable: bool = True) -> None:
+    """Write `text` to `path` via tmp (+ fsync) + rename; a planted symlink is replaced,
+    never followed. TEMP reports skip the fsync: they are rewritten while the job runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_tmp(path.parent, path.name, text)
+    tmp = _write_tmp(path.parent, path.name, text, durable)
     os.replace(tmp, path)
 
 

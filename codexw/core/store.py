@@ -341,13 +341,14 @@ class Store:
         )
         job_id = int(cur.lastrowid)  # type: ignore[arg-type]
         for dep in spec.after:
-            self._exec("INSERT OR IGNORE INTO job_deps VALUES (?, ?)", (job_id, dep))
+            self.add_dep(job_id, dep)
         return job_id
 
     def set_paths(self, job_id: int, report_path: str | None, log_path: str | None) -> None:
+        """Record where the TEMP report and the log are; never overwrites a known path."""
         self._exec(
-            "UPDATE jobs SET report_path = COALESCE(?, report_path),"
-            " log_path = COALESCE(?, log_path) WHERE id = ?",
+            "UPDATE jobs SET report_path = COALESCE(report_path, ?),"
+            " log_path = COALESCE(log_path, ?) WHERE id = ?",
             (report_path, log_path, job_id),
         )
 
@@ -442,6 +443,12 @@ class Store:
 
     def request_kill(self, job_id: int) -> None:
         self._exec("UPDATE jobs SET kill_requested = 1 WHERE id = ?", (job_id,))
+
+    def add_dep(self, job_id: int, dep_id: int) -> None:
+        self._exec("INSERT OR IGNORE INTO job_deps VALUES (?, ?)", (job_id, dep_id))
+
+    def clear_halt(self, batch_id: int) -> None:
+        self._exec("UPDATE batches SET halted_reason = NULL WHERE id = ?", (batch_id,))
 
     def repoint_deps(self, old_id: int, new_id: int) -> None:
         """Jobs waiting on `old_id` now wait on its retry `new_id`."""

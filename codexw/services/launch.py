@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from codexw.core import lifecycle, paths, reports
@@ -164,24 +164,42 @@ def ensure_report_dir(spec: JobSpec) -> None:
         raise StoreError(f"the report directory {directory} is not writable")
 
 
-def enqueue(store: Store, specs: list[JobSpec]) -> list[int]:
-    """Record jobs in one transaction, then write their TEMP reports."""
+def enqueue(
+    store: Store,
+    specs: list[JobSpec],
+    *,
+    deps: list[tuple[int, int]] = (),  # type: ignore[assignment]
+    batch: dict[str, object] | None = None,
+) -> tuple[int | None, list[int]]:
+    """Record jobs (and their batch) in one transaction, each with its TEMP report.
+
+    `deps` holds (dependent index, dependency index) pairs into `specs`.
+    Returns (batch id, job ids).
+    """
     for spec in {(s.project, s.type): s for s in specs}.values():
         ensure_report_dir(spec)
     now = time.time()
-    with store.transaction():
-        ids = [store.insert_job(spec, now=now) for spec in specs]
-    written = {job.id: lifecycle.write_temp_report(job) for job in store.get_jobs(ids)}
-    with store.transaction():
-        for job_id, report in written.items():
-            store.set_paths(job_id, str(report), None)
-    return ids
+    batch_id = None
+    try:
+        with store.transaction():
+            if batch is not None:
+                batch_id = store.insert_batch(**batch)  # type: ignore[arg-type]
+                specs = [replace(s, batch_id=batch_id) for s in specs]
+            ids = [lifecycle.queue_with_report(store, spec, now) for spec in specs]
+            for dependent, dependency in deps:
+                store.add_dep(ids[dependent], ids[dependency])
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write a report in {exc.filename or 'the report directory'}: {exc.strerror}",
+            "nothing was queued; make the project writable",
+        ) from None
+    return batch_id, ids
 
 
 def launch(req: LaunchRequest) -> LaunchResult:
     prepared = prepare(req)
     store = open_store()
     check_after(store, prepared.spec.after)
-    (job_id,) = enqueue(store, [prepared.spec])
+    _, (job_id,) = enqueue(store, [prepared.spec])
     fill_slots(store)
     return LaunchResult(store.get_job(job_id), prepared.warnings)

@@ -2,7 +2,7 @@
 """A fake `codex` that speaks the real CLI's --json event format (see CODEX_CLI.md).
 
 Behaviour comes from `@fake ...` lines in the prompt (read on stdin, like the
-real `codex exec -`) or from FAKE_CODEX_DIRECTIVES (lines separated by ';'):
+real `codex exec -`) or from FAKE_CODEX_DIRECTIVES; several can share a line, separated by ';':
 
   @fake sleep SECONDS        hold the run that long (in small steps)
   @fake fail 429|500|auth    end with error + turn.failed like the real CLI, exit 1
@@ -67,7 +67,14 @@ def parse_argv(argv: list[str]) -> dict:
     i = 0
     while i < len(rest):
         arg = rest[i]
-        if arg == "--json":
+        if opts["resume"] and arg in ("-s", "--sandbox", "-C", "--cd", "-p", "--profile",
+                                      "--add-dir"):
+            # Like the real CLI: `resume` rejects these; they go before it.
+            print(f"error: unexpected argument '{arg}' found", file=sys.stderr)
+            sys.exit(2)
+        if arg == "resume" and not positional and not opts["resume"]:
+            opts["resume"] = True  # `codex exec [OPTIONS] resume THREAD -`
+        elif arg == "--json":
             opts["json"] = True
         elif arg == "-c":
             key, _, value = rest[i + 1].partition("=")
@@ -160,9 +167,10 @@ def directives(prompt: str) -> list[list[str]]:
     extra = os.environ.get("FAKE_CODEX_DIRECTIVES", "")
     lines = prompt.splitlines() + [x for x in extra.split(";") if x.strip()]
     for line in lines:
-        line = line.strip()
-        if line.startswith("@fake "):
-            found.append(line[len("@fake "):].split(None, 1))
+        for part in line.split(";"):  # one-line tasks (batch text files) chain with ';'
+            part = part.strip()
+            if part.startswith("@fake "):
+                found.append(part[len("@fake "):].split(None, 1))
     return found
 
 
@@ -203,7 +211,8 @@ def main() -> int:
 
 def run(opts: dict, todo: list[list[str]], state_dir: str | None) -> int:
     cwd = opts["cd"] or os.getcwd()
-    emit({"type": "thread.started", "thread_id": opts["resume"] or str(uuid.uuid4())})
+    thread = opts["resume"] or str(uuid.uuid4())
+    emit({"type": "thread.started", "thread_id": thread})
     emit({"type": "turn.started"})
     message = "## Task Summary\nDone.\n\n## Files Modified\n- none\n\n## Changes Made\nNothing.\n\n" \
               "## Issues Encountered\nNone.\n\n## Next Steps\nNone."
@@ -263,7 +272,7 @@ def run(opts: dict, todo: list[list[str]], state_dir: str | None) -> int:
             print("fake codex: something broke badly", file=sys.stderr)
             return 3
         elif name == "exit":
-            emit({"type": "turn.completed", "usage": usage()})
+            emit({"type": "turn.completed", "usage": usage(thread, state_dir)})
             return int(arg)
         elif name in ("fail", "fail-first"):
             kind = arg
@@ -278,11 +287,17 @@ def run(opts: dict, todo: list[list[str]], state_dir: str | None) -> int:
     item += 1
     emit({"type": "item.completed", "item": {"id": f"item_{item}", "type": "agent_message",
                                              "text": message}})
-    emit({"type": "turn.completed", "usage": usage()})
+    emit({"type": "turn.completed", "usage": usage(thread, state_dir)})
     return 0
 
 
-def usage() -> dict:
+def usage(thread: str | None = None, state_dir: str | None = None) -> dict:
+    """Like the real CLI, a resumed thread reports its total over every run so far."""
+    runs = bump(state_dir, f"thread-{thread}") if thread and state_dir else 1
+    return {key: value * runs for key, value in _usage().items()}
+
+
+def _usage() -> dict:
     return {"input_tokens": 100, "cached_input_tokens": 10, "cache_write_input_tokens": 0,
             "output_tokens": 20, "reasoning_output_tokens": 5}
 

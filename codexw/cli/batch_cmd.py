@@ -1,0 +1,221 @@
+"""`codexw batch` and `codexw retry`."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from codexw.cli import render
+from codexw.cli.launch_cmd import read_task_file
+from codexw.core.durations import format_duration
+from codexw.core.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, UsageError
+from codexw.core.models import Job, JobState
+
+
+class _HangUp(Exception):
+    """The terminal went away: stop watching, the jobs go on."""
+
+
+def _on_hangup(_signum: int, _frame: object) -> None:
+    raise _HangUp
+
+
+def batch(
+    source: str = typer.Argument(..., metavar="FILE", help="Tasks: text (one per line), .jsonl or .toml; '-' reads stdin."),
+    max_parallel: int = typer.Option(None, "--max-parallel", "-j", help="At most N jobs of this batch run at once. [default: config max_parallel, else 4]"),
+    level: str = typer.Option(None, "--level", "-l", help="Default level for tasks that set none."),
+    job_type: str = typer.Option(None, "--type", "-t", help="Default type for tasks that set none."),
+    model: str = typer.Option(None, "--model", "-m", help="Default model."),
+    sandbox: str = typer.Option(None, "--sandbox", "-s", help="Sandbox for every task."),
+    cd: str = typer.Option(None, "--cd", "-C", help="Working directory for every task."),
+    timeout: str = typer.Option(None, "--timeout", help="Default timeout per task: 90s, 20m, 2h."),
+    retries: int = typer.Option(None, "--retries", "-r", help="Retry transient failures up to N times."),
+    retry_timeouts: bool = typer.Option(None, "--retry-timeouts/--no-retry-timeouts", help="Also retry timeouts."),
+    fmt: str = typer.Option(None, "--format", help="text, jsonl or toml. [default: from the file name]"),
+    halt_on_failure: bool = typer.Option(False, "--halt-on-failure", help="Start no new job after the first failure."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Queue the batch and return at once."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (at the end, or at once with --detach)."),
+) -> None:
+    """Run many tasks with at most N at once; validated whole before anything is queued.
+
+    In the foreground it shows progress; Ctrl-C or a closed terminal stops only the
+    display: the jobs go on (follow them with `codexw wait --batch N`).
+    """
+    from codexw.services.batch import BatchRequest, submit
+
+    if fmt is not None and fmt not in ("text", "jsonl", "toml"):
+        raise UsageError(f"unknown format {fmt!r}", "use text, jsonl or toml")
+    if source != "-" and not Path(source).is_file():
+        raise UsageError(f"batch file {source} does not exist")
+    text = read_task_file(source)
+    submitted = submit(
+        BatchRequest(
+            source=source if source != "-" else "<stdin>", text=text, fmt=fmt,
+            max_parallel=max_parallel, halt_on_failure=halt_on_failure, level=level,
+            type=job_type, model=model, sandbox=sandbox, cwd=cd, timeout=timeout,
+            retries=retries, retry_timeouts=retry_timeouts,
+        )
+    )
+    for warning in submitted.warnings:
+        render.warn(warning)
+    bid = submitted.batch_id
+    if detach:
+        if as_json:
+            render.emit_json("batch", submitted.to_dict())
+        else:
+            sys.stdout.write(
+                f"batch {bid}: {len(submitted.job_ids)} jobs queued, at most "
+                f"{submitted.max_parallel} at once\n{_follow_hint(bid)}\n"
+            )
+        return
+    if not as_json:
+        sys.stdout.write(
+            f"batch {bid}: {len(submitted.job_ids)} jobs, at most {submitted.max_parallel} at once\n"
+        )
+        sys.stdout.flush()
+    previous = signal.signal(signal.SIGHUP, _on_hangup)
+    try:
+        final = _watch(bid, quiet=as_json)
+    except KeyboardInterrupt:
+        render.error(f"stopped watching; batch {bid} goes on. {_follow_hint(bid)}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except _HangUp:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    if as_json:
+        render.emit_json("batch", final.to_dict())
+    else:
+        _summary(final)
+    if final.failed:
+        raise typer.Exit(EXIT_JOB_FAILED)
+
+
+def _follow_hint(bid: int) -> str:
+    return (f"follow: codexw wait --batch {bid} | codexw status --batch {bid} |"
+            f" stop: codexw kill --batch {bid}")
+
+
+def _finished_line(job: Job) -> str:
+    reason = f": {job.reason}" if job.reason and job.state != JobState.SUCCEEDED else ""
+    attempt = f" (attempt {job.attempt})" if job.attempt > 1 else ""
+    return (f"job {job.id}{attempt} {job.state.value} after {format_duration(job.duration)}"
+            f"{reason} — {render.task_head(job.spec.task, 60)}")
+
+
+def _watch(bid: int, quiet: bool):  # type: ignore[no-untyped-def]
+    from codexw.services.batch import watch
+
+    if quiet or not render.is_tty():
+        return _watch_plain(watch(bid), quiet)
+    return _watch_rich(watch(bid))
+
+
+def _watch_plain(snapshots, quiet: bool):  # type: ignore[no-untyped-def]
+    seen_running: set[int] = set()
+    seen_final: set[int] = set()
+    snap = None
+    for snap in snapshots:
+        for job in snap.jobs:
+            if quiet:
+                continue
+            if job.state.is_active and job.id not in seen_running:
+                seen_running.add(job.id)
+                sys.stdout.write(f"job {job.id} started — {render.task_head(job.spec.task, 60)}\n")
+            if job.state.is_final and job.id not in seen_final:
+                seen_final.add(job.id)
+                sys.stdout.write(_finished_line(job) + "\n")
+        sys.stdout.flush()
+    return snap
+
+
+def _watch_rich(snapshots):  # type: ignore[no-untyped-def]
+    from rich.console import Group
+    from rich.live import Live
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    progress = Progress(
+        TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.description}"), TimeElapsedColumn(),
+    )
+    bar = progress.add_task("", total=None)
+    seen_final: set[int] = set()
+    snap = None
+    started = time.time()
+
+    def running_table(snap) -> Table:  # type: ignore[no-untyped-def]
+        table = Table(box=None, show_header=False, pad_edge=False)
+        for job in snap.jobs:
+            if job.state.is_active:
+                table.add_row(
+                    f"[blue]job {job.id}[/]", format_duration(job.duration),
+                    render.task_head(job.spec.task, 40), job.last_action or "starting",
+                )
+        return table
+
+    with Live(auto_refresh=True, refresh_per_second=4) as live:
+        for snap in snapshots:
+            for job in snap.jobs:
+                if job.state.is_final and job.id not in seen_final:
+                    seen_final.add(job.id)
+                    style = render.STATE_STYLE[job.state]
+                    live.console.print(f"[{style}]{_finished_line(job)}[/]", markup=True, highlight=False)
+            done = snap.succeeded + snap.failed
+            eta = ""
+            if 0 < done < len(snap.jobs):
+                per_job = (time.time() - started) / done
+                eta = f" eta {format_duration(per_job * (len(snap.jobs) - done))}"
+            progress.update(
+                bar, total=len(snap.jobs), completed=done,
+                description=(f"[green]{snap.succeeded} ok[/] [red]{snap.failed} failed[/]"
+                             f" [blue]{snap.running} running[/] [cyan]{snap.queued} queued[/]{eta}"),
+            )
+            live.update(Group(progress, running_table(snap)))
+    return snap
+
+
+def _summary(snap) -> None:  # type: ignore[no-untyped-def]
+    durations = [j.duration for j in snap.jobs if j.duration is not None]
+    tokens = snap.to_dict()["tokens"]
+    lines = [
+        f"batch {snap.batch_id} done: {snap.succeeded} succeeded, {snap.failed} failed"
+        f" of {len(snap.jobs)}; wall {format_duration(time.time() - snap.started_at)},"
+        f" job time {format_duration(sum(durations))}"
+        + (f" (longest {format_duration(max(durations))})" if durations else ""),
+        f"tokens: in {tokens.get('input_tokens', 0)}, out {tokens.get('output_tokens', 0)},"
+        f" reasoning {tokens.get('reasoning_output_tokens', 0)}",
+    ]
+    failed = [j for j in snap.jobs if j.state.is_final and j.state != JobState.SUCCEEDED]
+    for job in failed:
+        lines.append(f"  {job.state.value} job {job.id}: {job.reason or '-'}\n    {job.report_path or '-'}")
+    if failed:
+        lines.append(f"re-run them: codexw retry --failed --batch {snap.batch_id}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def retry(
+    job_ids: list[int] = typer.Argument(None, metavar="[ID]..."),
+    batch: int = typer.Option(None, "--batch", "-b", help="Jobs of this batch."),
+    failed: bool = typer.Option(False, "--failed", help="Only failed, timed-out, lost or cancelled jobs (with --batch)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Re-run ended jobs as new attempts linked to the old ones (reports and logs are kept)."""
+    from codexw.services.retry import retry_jobs
+
+    if not job_ids and batch is None:
+        raise UsageError("nothing to retry", "give job ids, or --failed --batch N")
+    if failed and batch is None:
+        raise UsageError("--failed needs --batch N")
+    done = retry_jobs(list(job_ids or []), batch, failed_only=failed)
+    if as_json:
+        render.emit_json("retry", {"jobs": [d.to_dict() for d in done]})
+        return
+    if not done:
+        sys.stdout.write("nothing to retry\n")
+    for d in done:
+        sys.stdout.write(f"job {d.old_id} → new attempt job {d.new_id}\n")

@@ -1,0 +1,183 @@
+"""Submit a batch (validated whole, queued in one transaction) and watch it run."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from codexw.core import batchfile, paths
+from codexw.core.config import load_config
+from codexw.core.errors import UsageError
+from codexw.core.models import Job, JobState
+from codexw.core.notify import Listener
+from codexw.core.scheduler import fill_slots, reap_children, reconcile
+from codexw.core.store import Store
+from codexw.services.common import open_store
+from codexw.services.launch import LaunchRequest, enqueue, prepare
+
+DEFAULT_MAX_PARALLEL = 4
+
+
+@dataclass
+class BatchRequest:
+    source: str
+    text: str
+    fmt: str | None = None
+    max_parallel: int | None = None
+    halt_on_failure: bool = False
+    level: str | None = None
+    type: str | None = None
+    model: str | None = None
+    sandbox: str | None = None
+    cwd: str | None = None
+    timeout: str | None = None
+    retries: int | None = None
+    retry_timeouts: bool | None = None
+
+
+@dataclass
+class BatchSubmitted:
+    batch_id: int
+    job_ids: list[int]
+    max_parallel: int
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "batch_id": self.batch_id,
+            "job_ids": self.job_ids,
+            "max_parallel": self.max_parallel,
+            "warnings": self.warnings,
+        }
+
+
+def submit(req: BatchRequest) -> BatchSubmitted:
+    """Parse and validate every task first; queue all of them or none."""
+    if req.max_parallel is not None and req.max_parallel < 1:
+        raise UsageError("--max-parallel must be at least 1")
+    entries = batchfile.parse(req.source, req.text, req.fmt)
+    project = paths.project_root(req.cwd or os.getcwd())
+    config = load_config(project)
+    max_parallel = req.max_parallel or config.max_parallel or DEFAULT_MAX_PARALLEL
+    specs, warnings = [], []
+    for entry in entries:
+        try:
+            prepared = prepare(
+                LaunchRequest(
+                    task=entry.task,
+                    level=entry.level or req.level,
+                    type=entry.type or req.type,
+                    model=entry.model or req.model,
+                    sandbox=req.sandbox,
+                    cwd=req.cwd,
+                    timeout=entry.timeout or req.timeout,
+                    retries=entry.retries if entry.retries is not None else req.retries,
+                    retry_timeouts=req.retry_timeouts,
+                    priority=entry.priority,
+                    name=entry.name,
+                ),
+                config,
+            )
+        except UsageError as exc:
+            raise UsageError(f"{entry.where}: {exc.message}", exc.hint) from None
+        specs.append(prepared.spec)
+        warnings.extend(w for w in prepared.warnings if w not in warnings)
+    index = {e.name: i for i, e in enumerate(entries) if e.name}
+    deps = [(i, index[name]) for i, e in enumerate(entries) for name in e.after]
+    store = open_store()
+    batch_id, ids = enqueue(
+        store,
+        specs,
+        deps=deps,
+        batch={
+            "project": str(project),
+            "source": req.source,
+            "max_parallel": max_parallel,
+            "halt_on_failure": req.halt_on_failure,
+        },
+    )
+    fill_slots(store)
+    assert batch_id is not None
+    return BatchSubmitted(batch_id, ids, max_parallel, warnings)
+
+
+@dataclass
+class BatchSnapshot:
+    batch_id: int
+    jobs: list[Job]  # the latest attempt of each task, in submission order
+    started_at: float
+
+    def count(self, *states: JobState) -> int:
+        return sum(1 for j in self.jobs if j.state in states)
+
+    @property
+    def done(self) -> bool:
+        return all(j.state.is_final for j in self.jobs)
+
+    @property
+    def succeeded(self) -> int:
+        return self.count(JobState.SUCCEEDED)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for j in self.jobs if j.state.is_final and j.state != JobState.SUCCEEDED)
+
+    @property
+    def running(self) -> int:
+        return self.count(JobState.RUNNING, JobState.STARTING)
+
+    @property
+    def queued(self) -> int:
+        return self.count(JobState.QUEUED)
+
+    def to_dict(self) -> dict[str, object]:
+        tokens: dict[str, int] = {}
+        for job in self.jobs:
+            for key, value in job.tokens.items():
+                tokens[key] = tokens.get(key, 0) + value
+        return {
+            "batch_id": self.batch_id,
+            "total": len(self.jobs),
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "running": self.running,
+            "queued": self.queued,
+            "tokens": tokens,
+            "jobs": [j.to_dict() for j in self.jobs],
+        }
+
+
+def snapshot(store: Store, batch_id: int, started_at: float | None = None) -> BatchSnapshot:
+    batch = store.get_batch(batch_id)
+    firsts = [j for j in store.list_jobs(batch_id=batch_id, limit=None) if j.retry_of is None]
+    firsts.reverse()
+    latest = [store.get_job(store.latest_attempt(j.id)) for j in firsts]
+    return BatchSnapshot(batch_id, latest, started_at or batch.created_at)
+
+
+def watch(batch_id: int, safety_interval: float = 2.0) -> Iterator[BatchSnapshot]:
+    """Yield a snapshot now and after every registry change until the batch is done.
+
+    Also reconciles now and then, so a crashed runner's slot is refilled even if
+    nothing else runs.
+    """
+    store = open_store(reconcile_first=False)
+    store.get_batch(batch_id)
+    with Listener() as listener:
+        last_reconcile = 0.0
+        while True:
+            if time.monotonic() - last_reconcile >= safety_interval:
+                reap_children()
+                reconcile(store)
+                last_reconcile = time.monotonic()
+            snap = snapshot(store, batch_id)
+            yield snap
+            if snap.done:
+                return
+            wait = safety_interval
+            due = store.next_due()
+            if due is not None:
+                wait = max(0.0, min(wait, due - time.time() + 0.05))
+            listener.wait(wait)
