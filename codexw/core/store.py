@@ -7,6 +7,7 @@ one `BEGIN IMMEDIATE` transaction; a schema version with migrations from day one
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
@@ -96,6 +97,16 @@ MIGRATIONS: list[str] = [
     CREATE INDEX jobs_by_retry_of ON jobs(retry_of);
     CREATE INDEX job_deps_by_dep ON job_deps(dep_id);
     """,
+    # 2: `status --stats` from indexes alone (a covering index for the counts and token
+    # sums, ordered durations per level for the median and p90 without a sort).
+    """
+    CREATE INDEX jobs_stats ON jobs(project, state, type, level, queued_at, started_at,
+        ended_at, input_tokens, cached_input_tokens, output_tokens, reasoning_output_tokens);
+    CREATE INDEX jobs_by_level_duration ON jobs(level, (ended_at - started_at))
+        WHERE started_at IS NOT NULL AND ended_at IS NOT NULL;
+    CREATE INDEX jobs_by_project_level_duration ON jobs(project, level, (ended_at - started_at))
+        WHERE started_at IS NOT NULL AND ended_at IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -112,6 +123,22 @@ class Batch:
     max_parallel: int | None
     halt_on_failure: bool
     halted_reason: str | None
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """What cleanup needs to know about a job's files (no task text, no spec)."""
+
+    id: int
+    state: JobState
+    type: str
+    project: str
+    queued_at: float
+    ended_at: float | None
+    report_path: str | None
+    log_path: str | None
+    runner_pid: int | None
+    runner_start: float | None
 
 
 def _spec_values(spec: JobSpec) -> list[Any]:
@@ -588,11 +615,171 @@ class Store:
             (root,),
         )
 
+    # -- cleanup and stats ---------------------------------------------------------------
+
+    def projects(self) -> list[str]:
+        """Every project the registry has jobs of."""
+        rows = self._exec("SELECT DISTINCT project FROM jobs ORDER BY project").fetchall()
+        return [r["project"] for r in rows]
+
+    def has_jobs(self, project: str) -> bool:
+        row = self._exec("SELECT 1 FROM jobs WHERE project = ? LIMIT 1", (project,)).fetchone()
+        return row is not None
+
+    def job_files(self, project: str) -> list[JobFiles]:
+        rows = self._exec(
+            "SELECT id, state, type, project, queued_at, ended_at, report_path, log_path,"
+            " runner_pid, runner_start FROM jobs WHERE project = ? ORDER BY id",
+            (project,),
+        ).fetchall()
+        return [
+            JobFiles(
+                id=r["id"], state=JobState(r["state"]), type=r["type"], project=r["project"],
+                queued_at=r["queued_at"], ended_at=r["ended_at"], report_path=r["report_path"],
+                log_path=r["log_path"], runner_pid=r["runner_pid"], runner_start=r["runner_start"],
+            )
+            for r in rows
+        ]
+
+    def job_ids(self, project: str | None = None) -> list[int]:
+        if project is None:
+            rows = self._exec("SELECT id FROM jobs").fetchall()
+        else:
+            rows = self._exec("SELECT id FROM jobs WHERE project = ?", (project,)).fetchall()
+        return [r[0] for r in rows]
+
+    def move_report(self, job_id: int, old: str | None, new: str | None) -> bool:
+        """Point a finished job's report elsewhere (archived, compressed, deleted: None),
+        only if it still points where the caller saw it."""
+        cur = self._exec(
+            "UPDATE jobs SET report_path = ? WHERE id = ? AND report_path IS ?"
+            " AND state NOT IN ('queued', 'starting', 'running')",
+            (new, job_id, old),
+        )
+        return cur.rowcount == 1
+
+    def move_log(self, job_id: int, old: str | None, new: str | None) -> bool:
+        cur = self._exec(
+            "UPDATE jobs SET log_path = ? WHERE id = ? AND log_path IS ?"
+            " AND state NOT IN ('queued', 'starting', 'running')",
+            (new, job_id, old),
+        )
+        return cur.rowcount == 1
+
+    def prune_finished(self, project: str) -> list[int]:
+        """Delete the finished jobs of `project` (a directory that is gone); returns their ids."""
+        final = "state NOT IN ('queued', 'starting', 'running')"
+        ids = [
+            r[0]
+            for r in self._exec(
+                f"SELECT id FROM jobs WHERE project = ? AND {final}", (project,)
+            ).fetchall()
+        ]
+        if not ids:
+            return []
+        self._exec(
+            f"DELETE FROM job_deps WHERE job_id IN (SELECT id FROM jobs WHERE project = ? AND {final})",
+            (project,),
+        )
+        self._exec(f"DELETE FROM jobs WHERE project = ? AND {final}", (project,))
+        self._exec(
+            "DELETE FROM batches WHERE project = ? AND id NOT IN"
+            " (SELECT batch_id FROM jobs WHERE batch_id IS NOT NULL)",
+            (project,),
+        )
+        return ids
+
+    def stats_groups(self, project: str | None, job_type: str | None) -> list[sqlite3.Row]:
+        """Counts and token sums per (state, type, level), from the covering index."""
+        columns = (
+            "state, type, level, COUNT(*) AS n, MIN(queued_at) AS first, MAX(queued_at) AS last,"
+            + ", ".join(f"SUM({k}) AS {k}" for k in TOKEN_KEYS)
+        )
+        where, params = _stats_where(project, job_type)
+        # Grouping by project too lets SQLite walk jobs_stats in order without a sort.
+        return self._exec(
+            f"SELECT project, {columns} FROM jobs{where} GROUP BY project, state, type, level",
+            params,
+        ).fetchall()
+
+    def duration_quantiles(
+        self, project: str | None, job_type: str | None, quantiles: tuple[float, ...]
+    ) -> dict[str, tuple[int, list[float]]]:
+        """Per level: (finished runs, the run duration at each quantile, nearest rank).
+
+        Without a type filter each value is one step into the ordered duration index
+        (no sort, no rows in Python); with one, the durations come from the covering
+        index and are ranked here.
+        """
+        ran = "started_at IS NOT NULL AND ended_at IS NOT NULL"
+        where, params = _stats_where(project, job_type, extra=ran)
+        result: dict[str, tuple[int, list[float]]] = {}
+        if job_type is not None:
+            per_level: dict[str, list[float]] = {}
+            for level, d in self._exec(
+                f"SELECT level, ended_at - started_at FROM jobs{where}", params
+            ).fetchall():
+                per_level.setdefault(level, []).append(float(d))
+            for level, values in sorted(per_level.items()):
+                values.sort()
+                n = len(values)
+                result[level] = (n, [values[_rank(q, n)] for q in quantiles])
+            return result
+        counts = self._exec(
+            f"SELECT level, COUNT(*) AS n FROM jobs{where} GROUP BY level", params
+        ).fetchall()
+        for row in counts:
+            n = row["n"]
+            lwhere, lparams = _stats_where(project, None, extra=ran, level=row["level"])
+            values = []
+            for q in quantiles:
+                value = self._exec(
+                    f"SELECT ended_at - started_at AS d FROM jobs{lwhere}"
+                    " ORDER BY ended_at - started_at LIMIT 1 OFFSET ?",
+                    (*lparams, _rank(q, n)),
+                ).fetchone()
+                values.append(float(value["d"]))
+            result[row["level"]] = (n, values)
+        return result
+
+    def first_and_last(
+        self, project: str | None, job_type: str | None
+    ) -> tuple[sqlite3.Row | None, sqlite3.Row | None]:
+        """The oldest and the newest job (by id) in the scope."""
+        where, params = _stats_where(project, job_type)
+        cols = "SELECT id, queued_at, state, task FROM jobs"
+        oldest = self._exec(f"{cols}{where} ORDER BY id LIMIT 1", params).fetchone()
+        newest = self._exec(f"{cols}{where} ORDER BY id DESC LIMIT 1", params).fetchone()
+        return oldest, newest
+
     def next_due(self) -> float | None:
         row = self._exec(
             "SELECT MIN(not_before) AS t FROM jobs WHERE state = 'queued' AND not_before IS NOT NULL"
         ).fetchone()
         return row["t"]
+
+
+def _rank(q: float, n: int) -> int:
+    """Nearest-rank index of quantile `q` among `n` sorted values."""
+    return min(n - 1, max(0, math.ceil(q * n) - 1))
+
+
+def _stats_where(
+    project: str | None, job_type: str | None, extra: str | None = None, level: str | None = None
+) -> tuple[str, list[Any]]:
+    where, params = [], []
+    if project is not None:
+        where.append("project = ?")
+        params.append(project)
+    if level is not None:
+        where.append("level = ?")
+        params.append(level)
+    if job_type is not None:
+        where.append("type = ?")
+        params.append(job_type)
+    if extra:
+        where.append(extra)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
 def _store_error(path: os.PathLike[str] | str, exc: sqlite3.DatabaseError) -> StoreError:
