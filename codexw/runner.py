@@ -17,11 +17,17 @@ import sys
 import tempfile
 import time
 
-from codexw.core import lifecycle, process, scheduler
-from codexw.core.codex import RunSummary, build_argv, build_prompt, is_transient
+from codexw.core import gitdelta, lifecycle, process, scheduler
+from codexw.core.codex import (
+    RunSummary,
+    auto_skip_git_check,
+    build_argv,
+    build_prompt,
+    is_transient,
+)
 from codexw.core.errors import CodexwError
 from codexw.core.lifecycle import Ending
-from codexw.core.models import Job, JobState
+from codexw.core.models import TOKEN_KEYS, Job, JobState
 from codexw.core.store import Store
 
 PROGRESS_INTERVAL = 1.0
@@ -41,6 +47,7 @@ class Runner:
         self.store = store
         self.job = job
         self.summary = RunSummary()
+        self.git_before: gitdelta.Snapshot | None = None
         self.log_fd = -1
         self.codex: subprocess.Popen[bytes] | None = None
         self.last_flush = 0.0
@@ -59,6 +66,14 @@ class Runner:
         env = dict(os.environ)
         if spec.codex_home:
             env["CODEX_HOME"] = spec.codex_home
+        if spec.resume_of is not None:
+            self.summary.usage_baseline = usage_before(self.store, spec.resume_of)
+        if auto_skip_git_check(spec):
+            self.summary.warnings.append(
+                f"note: {spec.cwd} is not in a git repository; codexw passed --skip-git-repo-check"
+            )
+        if os.path.isdir(spec.cwd):
+            self.git_before = gitdelta.snapshot(spec.cwd)
         with tempfile.TemporaryFile(dir=log.parent) as prompt:
             prompt.write(build_prompt(spec.task).encode("utf-8", "surrogateescape"))
             prompt.seek(0)
@@ -230,7 +245,17 @@ class Runner:
 
     # -- end ---------------------------------------------------------------------------
 
+    def note_changed_files(self) -> None:
+        """Add what `git status` saw change to the files the event stream reported."""
+        cwd = self.job.spec.cwd
+        known = {os.path.normpath(os.path.join(cwd, p)) for p in self.summary.files}
+        for path, kind in gitdelta.changed_files(self.git_before, cwd).items():
+            if os.path.normpath(os.path.join(cwd, path)) not in known:
+                self.summary.files[path] = kind
+
     def finish(self, ending: Ending) -> None:
+        if self.codex is not None:
+            self.note_changed_files()
         ended_at = time.time()
         job = self.store.get_job(self.job.id)
         job.state = ending.state
@@ -250,6 +275,21 @@ class Runner:
         )
         if self.log_fd >= 0:
             os.close(self.log_fd)
+
+
+def usage_before(store: Store, job_id: int | None) -> dict[str, int]:
+    """Tokens the earlier runs of a resumed conversation used (codex reports the total)."""
+    total = dict.fromkeys(TOKEN_KEYS, 0)
+    seen: set[int] = set()
+    while job_id is not None and job_id not in seen:
+        seen.add(job_id)
+        earlier = store.find_job(job_id)
+        if earlier is None:
+            break
+        for key in TOKEN_KEYS:
+            total[key] += earlier.tokens.get(key, 0)
+        job_id = earlier.spec.resume_of
+    return total
 
 
 def main(argv: list[str]) -> int:

@@ -28,28 +28,39 @@ def in_git_repo(cwd: str) -> bool:
     return any((p / ".git").exists() for p in (here, *here.parents))
 
 
+def auto_skip_git_check(spec: JobSpec) -> bool:
+    """True when codexw adds --skip-git-repo-check itself (cwd is outside a git repo)."""
+    return not in_git_repo(spec.cwd) and "--skip-git-repo-check" not in spec.codex_args
+
+
 def build_argv(spec: JobSpec) -> list[str]:
-    """argv for one run; the prompt always goes on stdin (`-`), never on argv."""
-    argv = [spec.codex_bin, "exec"]
-    if spec.resume_thread:
-        argv.append("resume")
-    argv += [
+    """argv for one run; the prompt always goes on stdin (`-`), never on argv.
+
+    A follow-up is `codex exec [OPTIONS] resume THREAD -`: the `resume` subcommand
+    itself rejects -s, -C, --add-dir and -p, but codex (0.169.0, checked against the
+    real CLI) honours every `exec` option given before it. Without them a resumed
+    run falls back to a read-only sandbox.
+    """
+    argv = [
+        spec.codex_bin,
+        "exec",
         "--json",
         "-c",
         f'model_reasoning_effort="{spec.level}"',
         "-c",
         'approval_policy="never"',
+        "-s",
+        spec.sandbox,
+        "-C",
+        spec.cwd,
     ]
-    if not spec.resume_thread:
-        # `codex exec resume` takes the sandbox and root from the resumed session.
-        argv += ["-s", spec.sandbox, "-C", spec.cwd]
     if spec.model:
         argv += ["-m", spec.model]
-    if not in_git_repo(spec.cwd) and "--skip-git-repo-check" not in spec.codex_args:
+    if auto_skip_git_check(spec):
         argv.append("--skip-git-repo-check")
     argv += list(spec.codex_args)
     if spec.resume_thread:
-        argv.append(spec.resume_thread)
+        argv += ["resume", spec.resume_thread]
     argv.append("-")
     return argv
 
@@ -83,6 +94,9 @@ class RunSummary:
     messages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_KEYS, 0))
+    # A resumed thread's first turn.completed reports the thread's total so far (codex
+    # 0.169.0 adds the earlier runs' usage); the runner sets what those runs used.
+    usage_baseline: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     turn_failed: bool = False
     last_action: str | None = None
@@ -119,7 +133,8 @@ class RunSummary:
             for key in TOKEN_KEYS:
                 value = usage.get(key)
                 if isinstance(value, int):
-                    self.usage[key] += value
+                    self.usage[key] += max(0, value - self.usage_baseline.get(key, 0))
+            self.usage_baseline = {}
         elif kind == "turn.failed":
             self.turn_failed = True
             err = event.get("error") or {}

@@ -1,0 +1,138 @@
+"""Which files a run changed, from `git status` before and after it.
+
+The real codex reports `file_change` items only for its own patch tool; a file
+written by a shell command shows up nowhere in the event stream. The runner takes
+a snapshot of the working tree before codex starts and compares it with one taken
+when codex has ended. Standard library only (the runner imports this).
+
+A snapshot maps each path that `git status` lists (relative to the repository
+top level) to its status code and the file's (size, mtime_ns), so a file that was
+already modified before the run and is changed again is still noticed. Changes
+made meanwhile by anything else in the same tree (another job, the user) are
+indistinguishable and are listed too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+GIT_TIMEOUT = 30.0
+IGNORED_PREFIXES = (".codexw/",)  # codexw's own reports
+
+
+@dataclass
+class Snapshot:
+    top: str
+    head: str | None = None
+    entries: dict[str, tuple[str, tuple[int, int] | None]] = field(default_factory=dict)
+
+
+def _git(cwd: str, *args: str) -> bytes | None:
+    git = shutil.which("git")
+    if git is None:
+        return None
+    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C")  # never take index.lock
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    try:
+        done = subprocess.run(
+            [git, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=GIT_TIMEOUT, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def snapshot(cwd: str) -> Snapshot | None:
+    """The working tree's state, or None outside a git repository / without git."""
+    top = _git(cwd, "rev-parse", "--show-toplevel")
+    if not top:
+        return None
+    top_dir = top.decode("utf-8", "surrogateescape").strip()
+    out = _git(cwd, "status", "--porcelain=v1", "-z", "--untracked-files=all",
+               "--ignore-submodules=all")
+    if out is None:
+        return None
+    head = _git(cwd, "rev-parse", "--verify", "-q", "HEAD")
+    snap = Snapshot(top_dir, head.decode().strip() if head else None)
+    fields = out.split(b"\0")
+    i = 0
+    while i < len(fields):
+        entry = fields[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        code = entry[:2].decode("ascii", "replace")
+        path = entry[3:].decode("utf-8", "surrogateescape")
+        if code[0] in "RC":
+            i += 1  # the next field is the rename's source
+        if path.startswith(IGNORED_PREFIXES):
+            continue
+        snap.entries[path] = (code, _stat(os.path.join(top_dir, path)))
+    return snap
+
+
+def _kind(code: str) -> str:
+    if code == "??" or "A" in code:
+        return "add"
+    if "D" in code:
+        return "delete"
+    return "update"
+
+
+def delta(before: Snapshot, after: Snapshot) -> dict[str, str]:
+    """path (relative to the top level) → add | update | delete, for what changed."""
+    changed: dict[str, str] = {}
+    for path, (code, stat) in after.entries.items():
+        old = before.entries.get(path)
+        if old is None or old != (code, stat):
+            changed[path] = _kind(code)
+    for path in before.entries.keys() - after.entries.keys():
+        changed[path] = "update"  # was dirty, now clean again: the run reverted or committed it
+    return changed
+
+
+def _committed(before: Snapshot, after: Snapshot) -> dict[str, str]:
+    """Files in commits the run made (they are clean again, so status misses them)."""
+    if not before.head or not after.head or before.head == after.head:
+        return {}
+    out = _git(before.top, "diff", "--name-status", "-z", "--no-renames", before.head, after.head)
+    if out is None:
+        return {}
+    parts = out.split(b"\0")
+    found = {}
+    for code, path in zip(parts[0::2], parts[1::2], strict=False):
+        name = path.decode("utf-8", "surrogateescape")
+        if name and not name.startswith(IGNORED_PREFIXES):
+            found[name] = {"A": "add", "D": "delete"}.get(code.decode()[:1], "update")
+    return found
+
+
+def changed_files(before: Snapshot | None, cwd: str) -> dict[str, str]:
+    """What changed since `before`, with paths relative to `cwd` when inside it."""
+    if before is None:
+        return {}
+    after = snapshot(cwd)
+    if after is None:
+        return {}
+    changes = _committed(before, after)
+    changes.update(delta(before, after))
+    base = os.path.realpath(cwd)
+    found = {}
+    for path, kind in changes.items():
+        absolute = os.path.join(before.top, path)
+        rel = os.path.relpath(absolute, base)
+        found[absolute if rel.startswith("..") else rel] = kind
+    return found
