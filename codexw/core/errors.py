@@ -45,3 +45,9 @@ class TemplateError(CodexwError):
 
 class CodexMissingError(CodexwError):
     """The codex binary cannot be found or run."""
+
+
+class BusyError(CodexwError):
+    """Another codexw process holds a lock this command needs, for longer than it waits."""
+
+    exit_code = EXIT_JOB_FAILED  # 1: the work was not done
