@@ -70,6 +70,10 @@ def launch(
     retry_timeouts: bool = typer.Option(None, "--retry-timeouts/--no-retry-timeouts", help="Also retry jobs that timed out."),
     priority: int = typer.Option(0, "--priority", "-p", help="Higher starts first when slots are limited."),
     after: list[int] = typer.Option(None, "--after", help="Start only when job ID has succeeded (repeatable)."),
+    profile: str = typer.Option(None, "--profile", help="codex config profile ($CODEX_HOME/NAME.config.toml)."),
+    add_dir: list[str] = typer.Option(None, "--add-dir", help="Another directory codex may write to (repeatable)."),
+    output_schema: str = typer.Option(None, "--output-schema", help="JSON Schema file for the agent's final message."),
+    skip_git_repo_check: bool = typer.Option(False, "--skip-git-repo-check", help="Let codex run outside a git repository (automatic there; noted in the report)."),
     codex_arg: list[str] = typer.Option(None, "--codex-arg", help="Extra argument passed to codex exec (repeatable)."),
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the job to end, like `codexw wait`."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
@@ -107,6 +111,10 @@ def launch(
             priority=priority,
             after=tuple(after or ()),
             codex_args=tuple(codex_arg or ()),
+            profile=profile,
+            add_dirs=tuple(add_dir or ()),
+            output_schema=output_schema,
+            skip_git_repo_check=skip_git_repo_check,
         )
     )
     for warning in result.warnings:

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from codexw.core import lifecycle, paths, reports
+from codexw.core.codex import in_git_repo
 from codexw.core.config import Config, load_config
 from codexw.core.durations import parse_duration
 from codexw.core.errors import CodexMissingError, StoreError, UsageError
-from codexw.core.models import LEVELS, SANDBOXES, TYPE_NAME_RE, Job, JobSpec
+from codexw.core.models import LEVELS, SANDBOXES, TYPE_NAME_RE, Job, JobSpec, JobState
 from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
 from codexw.services.common import open_store
+from codexw.services.doctor import INSTALL_HINT as DOCTOR_HINT  # one hint for launch and doctor
 
-DOCTOR_HINT = "install it with `npm install -g @openai/codex`, set codex_bin, or run `codexw doctor`"
+PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass
@@ -37,6 +41,10 @@ class LaunchRequest:
     codex_args: tuple[str, ...] = ()
     resume_thread: str | None = None
     resume_of: int | None = None
+    profile: str | None = None
+    add_dirs: tuple[str, ...] = ()
+    output_schema: str | None = None
+    skip_git_repo_check: bool = False
 
 
 @dataclass
@@ -70,6 +78,47 @@ def resolve_codex(codex_bin: str) -> str:
             raise CodexMissingError(f"codex is not executable: {codex_bin}", DOCTOR_HINT)
         raise CodexMissingError(f"codex not found: {codex_bin!r}", DOCTOR_HINT)
     return os.path.abspath(found)
+
+
+def codex_home_dir() -> Path:
+    value = os.environ.get("CODEX_HOME")
+    return Path(value).expanduser() if value else Path.home() / ".codex"
+
+
+def codex_options(req: LaunchRequest, cwd: Path) -> tuple[str, ...]:
+    """Validated pass-through options for `codex exec`, as argv (paths made absolute)."""
+    args: list[str] = []
+    if req.profile is not None:
+        if not PROFILE_RE.fullmatch(req.profile):
+            raise UsageError(f"invalid profile name {req.profile!r}",
+                             "letters, digits, '.', '_' and '-'")
+        profile_file = codex_home_dir() / f"{req.profile}.config.toml"
+        if not profile_file.is_file():
+            # codex 0.169.0 silently ignores a profile it cannot find.
+            raise UsageError(f"--profile {req.profile}: {profile_file} does not exist",
+                             "codex reads a profile from $CODEX_HOME/<name>.config.toml")
+        args += ["-p", req.profile]
+    for directory in req.add_dirs:
+        path = (cwd / Path(directory).expanduser()).resolve()
+        if not path.is_dir():
+            raise UsageError(f"--add-dir {directory}: no such directory",
+                             "give an existing directory codex may also write to")
+        args += ["--add-dir", str(path)]
+    if req.output_schema is not None:
+        path = (cwd / Path(req.output_schema).expanduser()).resolve()
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"--output-schema {req.output_schema}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"--output-schema {req.output_schema}: not valid JSON ({exc})",
+                             "give a JSON Schema file") from None
+        if not isinstance(schema, dict):
+            raise UsageError(f"--output-schema {req.output_schema}: not a JSON Schema object")
+        args += ["--output-schema", str(path)]
+    if req.skip_git_repo_check:
+        args.append("--skip-git-repo-check")
+    return tuple(args)
 
 
 @dataclass
@@ -112,6 +161,12 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
     template = reports.template_for(cfg.type, cfg.templates_dir)
     reports.check_template(template)
     warnings = []
+    passthrough = codex_options(req, cwd)
+    if "--skip-git-repo-check" not in passthrough + cfg.codex_args and not in_git_repo(str(cwd)):
+        warnings.append(
+            f"{cwd} is not in a git repository: codexw passes --skip-git-repo-check"
+            " (noted in the report)"
+        )
     if cfg.sandbox == "danger-full-access":
         warnings.append(
             "sandbox danger-full-access: codex can change anything this user can, without asking"
@@ -136,7 +191,7 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         name=req.name,
         after=tuple(req.after),
         global_limit=cfg.max_parallel,
-        codex_args=tuple(cfg.codex_args) + tuple(req.codex_args),
+        codex_args=tuple(cfg.codex_args) + passthrough + tuple(req.codex_args),
         codex_home=os.environ.get("CODEX_HOME") or None,
         template=str(template),
         resume_thread=req.resume_thread,
@@ -203,3 +258,83 @@ def launch(req: LaunchRequest) -> LaunchResult:
     _, (job_id,) = enqueue(store, [prepared.spec])
     fill_slots(store)
     return LaunchResult(store.get_job(job_id), prepared.warnings)
+
+
+@dataclass
+class ContinueRequest:
+    job_id: int
+    task: str
+    level: str | None = None
+    model: str | None = None
+    timeout: str | None = None
+    retries: int | None = None
+
+
+def conversation_of(store: Store, job_id: int) -> Job:
+    """The job whose codex thread a follow-up to `job_id` resumes: its newest attempt
+    that has a thread id."""
+    job = store.get_job(job_id)
+    attempts = store.attempt_chain(store.latest_attempt(job.id))
+    newest = attempts[-1] if attempts else job
+    if newest.state.is_active or newest.state == JobState.QUEUED:
+        raise UsageError(
+            f"job {newest.id} is still {newest.state.value}: a conversation takes one turn at a time",
+            f"wait for it first: codexw wait {newest.id}",
+        )
+    for attempt in reversed(attempts or [job]):
+        if attempt.thread_id:
+            return attempt
+    raise UsageError(
+        f"job {job_id} has no codex conversation to continue (it never started a thread)",
+        f"start a new job instead: codexw launch, or codexw retry {job_id}",
+    )
+
+
+def continue_job(req: ContinueRequest) -> LaunchResult:
+    """A new job that resumes job `req.job_id`'s codex conversation with a follow-up.
+
+    It runs in the same directory, with the same CODEX_HOME (where codex keeps the
+    session), sandbox and codex options; level, model, timeout and retries follow the
+    earlier job unless given.
+    """
+    validate_task(req.task)
+    store = open_store()
+    parent = conversation_of(store, req.job_id)
+    ps = parent.spec
+    if "--ephemeral" in ps.codex_args:
+        raise UsageError(
+            f"job {parent.id} ran with --ephemeral: codex kept no session to resume",
+            "start a new job instead",
+        )
+    if not os.path.isdir(ps.cwd):
+        raise UsageError(f"job {parent.id}'s working directory {ps.cwd} no longer exists")
+    prepared = prepare(
+        LaunchRequest(
+            task=req.task,
+            level=req.level or ps.level,
+            type=ps.type,
+            model=req.model or ps.model,
+            sandbox=ps.sandbox,
+            cwd=ps.cwd,
+            timeout=req.timeout,
+            retries=req.retries if req.retries is not None else ps.retries,
+        )
+    )
+    spec = replace(
+        prepared.spec,
+        timeout=prepared.spec.timeout if req.timeout else ps.timeout,
+        retry_timeouts=ps.retry_timeouts,
+        codex_args=ps.codex_args,
+        codex_home=ps.codex_home,
+        resume_thread=parent.thread_id,
+        resume_of=parent.id,
+    )
+    warnings = [w for w in prepared.warnings if "git repository" not in w]
+    if (os.environ.get("CODEX_HOME") or None) != ps.codex_home:
+        warnings.append(
+            f"using job {parent.id}'s CODEX_HOME ({ps.codex_home or '~/.codex'}), where its"
+            " session is"
+        )
+    (job_id,) = enqueue(store, [spec])[1]
+    fill_slots(store)
+    return LaunchResult(store.get_job(job_id), warnings)
