@@ -323,15 +323,12 @@ def linger(store: Store) -> None:
     """Start retries whose backoff runs out soon, since no daemon will."""
     give_up = time.time() + LINGER_LIMIT
     while _stop_signal is None:
-        due = store.next_due()
-        now = time.time()
+        due = store.next_due(time.time())
         if due is None or due > give_up:
             return
-        if due > now:
-            time.sleep(min(due - now, 5.0))
-            continue
+        while _stop_signal is None and time.time() < due:
+            time.sleep(min(due - time.time(), 5.0))
         scheduler.fill_slots(store)
-
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv))

@@ -752,9 +752,14 @@ class Store:
         newest = self._exec(f"{cols}{where} ORDER BY id DESC LIMIT 1", params).fetchone()
         return oldest, newest
 
-    def next_due(self) -> float | None:
+    def next_due(self, after: float) -> float | None:
+        """When the next queued job's backoff runs out, if later than `after`.
+
+        Jobs already due are not reported: they start when a slot frees, and
+        reporting them would make callers spin."""
         row = self._exec(
-            "SELECT MIN(not_before) AS t FROM jobs WHERE state = 'queued' AND not_before IS NOT NULL"
+            "SELECT MIN(not_before) AS t FROM jobs WHERE state = 'queued' AND not_before > ?",
+            (after,),
         ).fetchone()
         return row["t"]
 

@@ -177,7 +177,7 @@ def watch(batch_id: int, safety_interval: float = 2.0) -> Iterator[BatchSnapshot
             if snap.done:
                 return
             wait = safety_interval
-            due = store.next_due()
+            due = store.next_due(time.time())
             if due is not None:
                 wait = max(0.0, min(wait, due - time.time() + 0.05))
             listener.wait(wait)

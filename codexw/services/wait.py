@@ -86,7 +86,7 @@ def wait_for(
                 wait = SAFETY_INTERVAL
                 if deadline is not None:
                     wait = min(wait, deadline - now)
-                due = store.next_due()
+                due = store.next_due(time.time())
                 if due is not None:
                     wait = max(0.0, min(wait, due - time.time() + 0.05))
                 ready = listener.wait(wait, list(pidfds.values()))
