@@ -330,5 +330,6 @@ def linger(store: Store) -> None:
             time.sleep(min(due - time.time(), 5.0))
         scheduler.fill_slots(store)
 
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv))
