@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from codexw.core import gitdelta, lifecycle, process, scheduler
 from codexw.core.codex import (
@@ -43,6 +44,10 @@ def _on_signal(signum: int, _frame: object) -> None:
 
 
 class Runner:
+    """One codex run. The hooks `log_file`, `on_started`, `flush`, `stop_requested` and
+    `kill_ending` are where the registry is touched; a Celery worker overrides them to
+    run a job without a registry (codexw.backends.worker_run)."""
+
     def __init__(self, store: Store, job: Job) -> None:
         self.store = store
         self.job = job
@@ -58,7 +63,7 @@ class Runner:
     def start_codex(self) -> str | None:
         """Spawn codex; returns why it could not start, or None."""
         spec = self.job.spec
-        log = lifecycle.log_path(self.job.id)
+        log = self.log_file()
         self.log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         stderr_fd = os.open(
             log.with_suffix(".stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
@@ -66,7 +71,7 @@ class Runner:
         env = dict(os.environ)
         if spec.codex_home:
             env["CODEX_HOME"] = spec.codex_home
-        if spec.resume_of is not None:
+        if spec.resume_of is not None and self.store is not None:
             self.summary.usage_baseline = usage_before(self.store, spec.resume_of)
         if auto_skip_git_check(spec):
             self.summary.warnings.append(
@@ -99,12 +104,22 @@ class Runner:
                 return f"codex could not be started: {spec.codex_bin} ({exc.strerror})"
             finally:
                 os.close(stderr_fd)
+        self.on_started(log)
+        return None
+
+    def log_file(self) -> Path:
+        return lifecycle.log_path(self.job.id)
+
+    def on_started(self, log: Path) -> None:
+        assert self.codex is not None
         with self.store.transaction():
             self.store.set_paths(self.job.id, None, str(log))
             self.store.mark_running(self.job.id, os.getpid(), self.codex.pid, time.time())
         self.job = self.store.get_job(self.job.id)
         self.flush(force=True)
-        return None
+
+    def stop_requested(self) -> bool:
+        return _stop_signal is not None
 
     # -- run ---------------------------------------------------------------------------
 
@@ -119,7 +134,7 @@ class Runner:
         exited_at: float | None = None
         while True:
             now = time.monotonic()
-            if _stop_signal is not None:
+            if self.stop_requested():
                 return self.stop(self.kill_ending())
             if deadline is not None and now >= deadline:
                 return self.stop(
@@ -215,7 +230,7 @@ class Runner:
         )
 
     def stderr_tail(self) -> str:
-        path = lifecycle.log_path(self.job.id).with_suffix(".stderr.log")
+        path = self.log_file().with_suffix(".stderr.log")
         try:
             with path.open("rb") as fh:
                 fh.seek(max(0, path.stat().st_size - 300))
