@@ -7,7 +7,7 @@ import sys
 import typer
 
 from codexw import __version__
-from codexw.cli import batch_cmd, continue_cmd, doctor_cmd, jobs_cmd, launch_cmd
+from codexw.cli import batch_cmd, cleanup_cmd, continue_cmd, doctor_cmd, jobs_cmd, launch_cmd
 from codexw.cli.render import error
 from codexw.core.errors import EXIT_INTERRUPTED, CodexwError
 
@@ -54,6 +54,7 @@ app.command("batch")(batch_cmd.batch)
 app.command("retry")(batch_cmd.retry)
 app.command("continue")(continue_cmd.continue_)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("cleanup")(cleanup_cmd.cleanup)
 
 
 def main() -> None:

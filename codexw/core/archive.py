@@ -1,0 +1,258 @@
+"""Safe file moves for cleanup.
+
+Every name is resolved relative to an open directory descriptor and never through a
+symbolic link (O_NOFOLLOW on each step, lstat for listings). A copy is written to a
+temporary name, fsynced and only then linked to its final name; the original is
+removed by the caller after that, so a crash at any point leaves the original, the
+finished copy, or both (which the next run recognises by comparing contents).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import gzip
+import os
+import secrets
+import shutil
+import stat
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from codexw.core.errors import BusyError, StoreError
+
+CHUNK = 1 << 16
+TMP_PREFIX = ".cleanup-"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class UnsafePath(OSError):
+    """A directory on the way is a symbolic link or not a directory: not followed."""
+
+
+class Dir:
+    """An open directory. Names below it never resolve through a symbolic link."""
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str) -> Dir:
+        """Open a top-level directory (a project or the log folder) as named."""
+        return cls(os.open(path, _DIR_FLAGS), path)
+
+    def sub(self, name: str, create: bool = False, mode: int = 0o777) -> Dir | None:
+        """Open the directory `name` inside this one; None if it does not exist."""
+        if create:
+            try:
+                os.mkdir(name, mode, dir_fd=self.fd)
+            except FileExistsError:
+                pass
+        try:
+            fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self.fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnsafePath(
+                    exc.errno, "a symbolic link or not a directory: not followed", self.join(name)
+                ) from None
+            raise
+        return Dir(fd, self.join(name))
+
+    def join(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def files(self) -> dict[str, os.stat_result]:
+        """Regular files here (lstat: a symbolic link is not a file)."""
+        found = {}
+        with os.scandir(self.fd) as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    found[entry.name] = st
+        return found
+
+    def subdirs(self) -> list[str]:
+        with os.scandir(self.fd) as entries:
+            return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+
+    def lstat(self, name: str) -> os.stat_result | None:
+        try:
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def open_file(self, name: str) -> IO[bytes]:
+        """Open a regular file for reading; a symbolic link or anything else is refused."""
+        fd = os.open(name, _FILE_FLAGS, dir_fd=self.fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafePath(errno.EINVAL, "not a regular file", self.join(name))
+        return os.fdopen(fd, "rb")
+
+    def unlink(self, name: str) -> bool:
+        """Remove a file (never what a link points to); False if it was already gone."""
+        try:
+            os.unlink(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def rmdir_if_empty(self, name: str) -> None:
+        try:
+            os.rmdir(name, dir_fd=self.fd)
+        except OSError:
+            pass
+
+    def fsync(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Dir:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def content(fh: IO[bytes], gz: bool) -> IO[bytes]:
+    return gzip.GzipFile(fileobj=fh, mode="rb") if gz else fh
+
+
+def _read_full(fh: IO[bytes], size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = fh.read(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def same_content(a: IO[bytes], b: IO[bytes]) -> bool:
+    """Byte-for-byte equal streams; a damaged gzip stream is simply not equal."""
+    try:
+        while True:
+            x, y = _read_full(a, CHUNK), _read_full(b, CHUNK)
+            if x != y:
+                return False
+            if not x:
+                return True
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
+def gzip_size(src: IO[bytes]) -> int:
+    """How big `src` would be gzipped (for --dry-run; nothing is written)."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+    size = 0
+    while chunk := src.read(CHUNK):
+        size += len(packer.compress(chunk))
+    return size + len(packer.flush())
+
+
+def write_copy(
+    directory: Dir, src: IO[bytes], *, compress: bool, token: str, name: str,
+    mode: int, mtime_ns: int,
+) -> str:
+    """Write `src` (gzipped if asked) to a new temporary file in `directory`, with the
+    original's permissions and mtime, and fsync it. Returns the temporary name."""
+    tmp = f"{TMP_PREFIX}{token}-{secrets.token_hex(4)}.tmp"
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+        dir_fd=directory.fd,
+    )
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if compress:
+                with gzip.GzipFile(
+                    filename=name, mode="wb", fileobj=out, mtime=mtime_ns // 1_000_000_000
+                ) as packed:
+                    shutil.copyfileobj(src, packed, CHUNK)
+            else:
+                shutil.copyfileobj(src, out, CHUNK)
+            out.flush()
+            os.fchmod(out.fileno(), stat.S_IMODE(mode))
+            os.utime(out.fileno(), ns=(mtime_ns, mtime_ns))
+            os.fsync(out.fileno())
+    except BaseException:
+        directory.unlink(tmp)
+        raise
+    return tmp
+
+
+def publish(directory: Dir, tmp: str, name: str, replace: bool = False) -> bool:
+    """Give the finished temporary file its name. Without `replace`, an existing name is
+    never overwritten: returns False and the temporary file is dropped."""
+    try:
+        if replace:
+            os.replace(tmp, name, src_dir_fd=directory.fd, dst_dir_fd=directory.fd)
+            directory.fsync()
+            return True
+        try:
+            os.link(tmp, name, src_dir_fd=directory.fd, dst_dir_fd=directory.fd)
+        except FileExistsError:
+            return False
+        directory.fsync()
+        return True
+    finally:
+        directory.unlink(tmp)
+
+
+def is_stale_tmp(name: str, token: str) -> bool:
+    """A temporary file of an earlier cleanup that did not finish (we hold the lock)."""
+    return name.startswith(TMP_PREFIX) and name.endswith(".tmp") and not name.startswith(
+        f"{TMP_PREFIX}{token}-"
+    )
+
+
+@contextmanager
+def exclusive_lock(path: Path, wait: float, what: str = "cleanup") -> Iterator[None]:
+    """flock(LOCK_EX) on `path`, waiting up to `wait` seconds; BusyError after that."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot open the {what} lock {path}: {exc.strerror}",
+            "make the state directory writable or set CODEXW_STATE_DIR",
+        ) from None
+    try:
+        deadline = time.monotonic() + wait
+        delay = 0.02
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                    raise BusyError(
+                        f"another {what} (pid {holder or '?'}) is still running;"
+                        f" gave up after waiting {wait:g}s",
+                        "let it finish, or raise --lock-wait",
+                    ) from None
+                time.sleep(min(delay, left))
+                delay = min(delay * 1.5, 0.5)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
