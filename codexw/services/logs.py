@@ -121,8 +121,8 @@ def _follow(store: Store, job: Job, path: Path, raw: bool) -> Iterator[LogEntry]
     current = job
     with Listener() as listener:
         while True:
-            if path.exists():
-                with path.open("rb") as fh:
+            if path.exists() or path.with_name(path.name + ".gz").exists():
+                with _open(path) as fh:  # `cleanup` may have compressed it meanwhile
                     fh.seek(position)
                     chunk = fh.read()
                     position = fh.tell()
