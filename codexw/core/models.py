@@ -75,6 +75,14 @@ class JobSpec:
     template: str | None = None
     resume_thread: str | None = None
     resume_of: int | None = None
+    # Where it runs: "local" (a runner on this machine) or "celery" (a worker of the
+    # broker's queue; see codexw.backends).
+    backend: str = "local"
+    broker_url: str | None = None
+    queue: str | None = None
+
+
+BACKENDS = ("local", "celery")
 
 
 @dataclass
@@ -105,6 +113,7 @@ class Job:
     last_action: str | None = None
     kill_requested: bool = False
     host: str | None = None
+    celery_task_id: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -154,6 +163,9 @@ class Job:
             "log_path": self.log_path,
             "last_action": self.last_action,
             "host": self.host,
+            "backend": s.backend,
+            "queue": s.queue,
+            "celery_task_id": self.celery_task_id,
         }
 
 

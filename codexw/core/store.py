@@ -107,11 +107,19 @@ MIGRATIONS: list[str] = [
     CREATE INDEX jobs_by_project_level_duration ON jobs(project, level, (ended_at - started_at))
         WHERE started_at IS NOT NULL AND ended_at IS NOT NULL;
     """,
+    # 3: remote jobs (the Celery backend): where a job runs and its Celery task id; the
+    # worker's name goes in the existing `host` column.
+    """
+    ALTER TABLE jobs ADD COLUMN backend TEXT NOT NULL DEFAULT 'local';
+    ALTER TABLE jobs ADD COLUMN broker_url TEXT;
+    ALTER TABLE jobs ADD COLUMN queue TEXT;
+    ALTER TABLE jobs ADD COLUMN celery_task_id TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _ACTIVE = tuple(s.value for s in ACTIVE_STATES)
-_SPEC_COLUMNS = ["task", "level", "type", "model", "sandbox", "cwd", "project", "codex_bin", "codex_args", "codex_home", "template", "timeout", "kill_grace", "retries", "retry_timeouts", "backoff_base", "backoff_max", "priority", "batch_id", "name", "global_limit", "resume_thread", "resume_of"]
+_SPEC_COLUMNS = ["task", "level", "type", "model", "sandbox", "cwd", "project", "codex_bin", "codex_args", "codex_home", "template", "timeout", "kill_grace", "retries", "retry_timeouts", "backoff_base", "backoff_max", "priority", "batch_id", "name", "global_limit", "resume_thread", "resume_of", "backend", "broker_url", "queue"]
 
 
 @dataclass(frozen=True)
@@ -179,6 +187,9 @@ def _row_to_job(row: sqlite3.Row, deps: tuple[int, ...] = ()) -> Job:
         template=row["template"],
         resume_thread=row["resume_thread"],
         resume_of=row["resume_of"],
+        backend=row["backend"],
+        broker_url=row["broker_url"],
+        queue=row["queue"],
     )
     return Job(
         id=row["id"],
@@ -205,6 +216,7 @@ def _row_to_job(row: sqlite3.Row, deps: tuple[int, ...] = ()) -> Job:
         last_action=row["last_action"],
         kill_requested=bool(row["kill_requested"]),
         host=row["host"],
+        celery_task_id=row["celery_task_id"],
     )
 
 
@@ -464,6 +476,14 @@ class Store:
             sql += " AND runner_pid = ?"
             params.append(only_runner_pid)
         return self._exec(sql, params).rowcount == 1
+
+    def set_remote(self, job_id: int, task_id: str | None = None, host: str | None = None) -> None:
+        """A remote job's Celery task id (set before it is sent) and worker (once known)."""
+        self._exec(
+            "UPDATE jobs SET celery_task_id = COALESCE(?, celery_task_id),"
+            " host = COALESCE(?, host) WHERE id = ?",
+            (task_id, host, job_id),
+        )
 
     def set_report_path(self, job_id: int, report_path: str) -> None:
         self._exec("UPDATE jobs SET report_path = ? WHERE id = ?", (report_path, job_id))
