@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -12,7 +13,10 @@ from typing import Any
 from codexw.core import paths
 from codexw.core.durations import parse_duration
 from codexw.core.errors import ConfigError, UsageError
-from codexw.core.models import LEVELS, SANDBOXES, TYPE_NAME_RE
+from codexw.core.models import BACKENDS, LEVELS, SANDBOXES, TYPE_NAME_RE
+
+QUEUE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+BROKER_SCHEMES = ("redis://", "rediss://")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,9 @@ class Config:
     backoff_max: float = 300.0
     templates_dir: str | None = None
     codex_args: tuple[str, ...] = ()
+    backend: str = "local"
+    broker_url: str | None = None
+    queue: str = "codex"
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def with_overrides(self, **values: Any) -> Config:
@@ -58,6 +65,9 @@ def _expected(key: str) -> str:
         "retries": "a whole number of at least 0",
         "retry_timeouts": "true or false",
         "codex_args": "a list of strings",
+        "backend": "one of " + ", ".join(BACKENDS),
+        "broker_url": "a Redis URL such as redis://host:6379/0 (redis:// or rediss://)",
+        "queue": "a queue name: letters, digits, '_', '.', ':' or '-', up to 64",
     }.get(key, "a duration such as 90s, 20m or 2h" if key in _DURATION_KEYS else "a string")
 
 
@@ -113,6 +123,14 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
     if key == "sandbox" and value not in SANDBOXES:
         raise bad()
     if key == "type" and not TYPE_NAME_RE.fullmatch(value):
+        raise bad()
+    if key == "backend" and value not in BACKENDS:
+        raise bad()
+    if key == "broker_url" and (
+        not value.startswith(BROKER_SCHEMES) or any(c.isspace() for c in value)
+    ):
+        raise bad()
+    if key == "queue" and not QUEUE_NAME_RE.fullmatch(value):
         raise bad()
     return value
 
