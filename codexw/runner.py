@@ -14,9 +14,9 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from codexw.core import gitdelta, lifecycle, process, scheduler
 from codexw.core.codex import (
@@ -41,6 +41,20 @@ def _on_signal(signum: int, _frame: object) -> None:
     # Only record it; the main loop acts (circus-style).
     global _stop_signal
     _stop_signal = signum
+
+
+def _prompt_file(directory: os.PathLike[str], text: str) -> BinaryIO:
+    """An anonymous 0600 file holding the prompt, codex's stdin (tempfile costs ~1 MB RSS)."""
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
+    except (AttributeError, OSError):
+        path = os.path.join(directory, f".prompt-{os.getpid()}-{os.urandom(4).hex()}")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.unlink(path)
+    prompt = os.fdopen(fd, "w+b")
+    prompt.write(text.encode("utf-8", "surrogateescape"))
+    prompt.seek(0)
+    return prompt
 
 
 class Runner:
@@ -79,9 +93,7 @@ class Runner:
             )
         if os.path.isdir(spec.cwd):
             self.git_before = gitdelta.snapshot(spec.cwd)
-        with tempfile.TemporaryFile(dir=log.parent) as prompt:
-            prompt.write(build_prompt(spec.task).encode("utf-8", "surrogateescape"))
-            prompt.seek(0)
+        with _prompt_file(log.parent, build_prompt(spec.task)) as prompt:
             try:
                 self.codex = subprocess.Popen(
                     build_argv(spec),

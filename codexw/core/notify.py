@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import select
 from pathlib import Path
 
@@ -51,7 +50,7 @@ class Listener:
     def __init__(self) -> None:
         directory = notify_dir()
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path = directory / f"{os.getpid()}.{secrets.token_hex(4)}.fifo"
+        self.path = directory / f"{os.getpid()}.{os.urandom(4).hex()}.fifo"
         os.mkfifo(self.path, 0o600)
         self._read_fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         # Holding a writer ourselves keeps the FIFO from signalling EOF forever.

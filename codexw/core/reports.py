@@ -8,9 +8,7 @@ a template whose content has not been checked before.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -50,7 +48,7 @@ def fmt_time(ts: float | None) -> str:
 
 
 def _write_tmp(directory: Path, name: str, text: str, durable: bool = True) -> Path:
-    tmp = directory / f".{name}.{secrets.token_hex(4)}.tmp"
+    tmp = directory / f".{name}.{os.urandom(4).hex()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
@@ -243,6 +241,8 @@ def check_template(template: Path) -> None:
         content = template.read_bytes()
     except OSError as exc:
         raise TemplateError(f"cannot read report template {template}: {exc.strerror}") from None
+    import hashlib  # here, not at the top: OpenSSL costs the runner ~4 MB
+
     digest = hashlib.sha256(content).hexdigest()
     marker = paths.state_dir() / "templates-checked" / digest
     if marker.exists():
