@@ -30,6 +30,9 @@ def status(
     batch: int = typer.Option(None, "--batch", "-b", help="Only jobs of this batch."),
     watch: bool = typer.Option(False, "--watch", help="Keep the table live until Ctrl-C."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    stats: bool = typer.Option(
+        False, "--stats", help="Counts, success rate, durations, tokens and disk use."
+    ),
 ) -> None:
     """List the latest jobs of this project, or show one job in detail."""
     from codexw.services import status as svc
@@ -44,6 +47,9 @@ def status(
         raise UsageError(f"unknown state {state!r}", f"use one of {STATES}")
     if latest < 1:
         raise UsageError("--latest must be at least 1")
+    if stats:
+        _stats(job_id, state, batch, watch, all_projects, job_type, as_json)
+        return
     if job_id is not None:
         detail = svc.job_detail(job_id)
         if as_json:
@@ -176,6 +182,71 @@ def _print_detail(detail) -> None:  # type: ignore[no-untyped-def]
 
 def _ts(value: float | None) -> str:
     return "-" if value is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+
+
+def _stats(job_id, state, batch, watch, all_projects, job_type, as_json) -> None:  # type: ignore[no-untyped-def]
+    from codexw.services.stats import job_stats
+
+    if job_id is not None or state is not None or batch is not None or watch:
+        raise UsageError("--stats combines only with --type, --all-projects and --json")
+    result = job_stats(all_projects=all_projects, job_type=job_type)
+    if as_json:
+        render.emit_json("status", {"stats": result.to_dict()})
+    else:
+        sys.stdout.write(_stats_text(result))
+
+
+def _stats_text(st) -> str:  # type: ignore[no-untyped-def]
+    def counts(table: dict[str, int]) -> str:
+        return "  ".join(f"{k} {v}" for k, v in table.items()) or "-"
+
+    def num(n: float) -> str:
+        for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if n >= size:
+                return f"{n / size:.1f}{unit}"
+        return f"{n:.0f}"
+
+    scope = st.project or "all projects"
+    if st.job_type:
+        scope += f", type {st.job_type}"
+    rate = (f"{st.success_rate:.1%} of {st.rated} rated runs (succeeded, failed, timed out,"
+            " lost)" if st.success_rate is not None else "-")
+    tokens = st.tokens
+    lines = [
+        ("jobs", f"{st.total} ({scope})"),
+        ("states", counts(st.by_state)),
+        ("types", counts(st.by_type)),
+        ("levels", counts(st.by_level)),
+        ("success", rate),
+        ("tokens", f"in {num(tokens['input_tokens'])} (cached {num(tokens['cached_input_tokens'])})"
+                   f"  out {num(tokens['output_tokens'])}"
+                   f"  reasoning {num(tokens['reasoning_output_tokens'])}"),
+    ]
+    disk = st.disk
+    avg = st.average_report_bytes
+    lines.append(("disk", "  ".join(
+        f"{name} {d.files} files {num(d.bytes)}B" for name, d in disk.items()
+    ) + (f"  (average report {num(avg)}B)" if avg is not None else "")))
+    for label, ref in (("oldest", st.oldest), ("newest", st.newest)):
+        if ref is not None:
+            lines.append((label, f"job {ref.id} {_ts(ref.queued_at)} {ref.state}"
+                                 f"  {render.task_head(ref.task, 60)}"))
+    width = max(len(k) for k, _ in lines)
+    out = [f"{k.rjust(width)}  {v}" for k, v in lines]
+    if st.tokens_by_level or st.durations:
+        rows = []
+        for level in dict.fromkeys([*st.durations, *st.tokens_by_level]):
+            d = st.durations.get(level)
+            t = st.tokens_by_level.get(level, {})
+            rows.append([
+                level, str(st.by_level.get(level, 0)), str(d.runs if d else 0),
+                format_duration(d.median) if d else "-", format_duration(d.p90) if d else "-",
+                num(t.get("input_tokens", 0)), num(t.get("output_tokens", 0)),
+                num(t.get("reasoning_output_tokens", 0)),
+            ])
+        out += ["", render.plain_table(
+            ["LEVEL", "JOBS", "RUNS", "MEDIAN", "P90", "IN", "OUT", "REASONING"], rows)]
+    return "\n".join(out) + "\n"
 
 
 # -- wait ---------------------------------------------------------------------------------

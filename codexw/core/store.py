@@ -149,6 +149,26 @@ class JobFiles:
     runner_start: float | None
 
 
+class _Result:
+    """The fetched rows of one statement, with the cursor's rowcount and lastrowid."""
+
+    __slots__ = ("_rows", "rowcount", "lastrowid")
+
+    def __init__(self, rows: list[Any], rowcount: int, lastrowid: int | None) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+
 def _spec_values(spec: JobSpec) -> list[Any]:
     values = []
     for column in _SPEC_COLUMNS:
@@ -296,22 +316,34 @@ class Store:
         try:
             yield self
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
-                self.conn.execute("ROLLBACK")
+                self._rollback()
                 raise _store_error(paths.db_path(), exc) from None
         finally:
             self._in_txn = False
         if notify_waiters:
             notify.broadcast()
 
-    def _exec(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+    def _rollback(self) -> None:
+        """Roll back what is still open: after a failed COMMIT (disk full, I/O error)
+        SQLite may already have rolled back, and a second ROLLBACK would raise."""
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.DatabaseError:
+                pass
+
+    def _exec(self, sql: str, params: Iterable[Any] = ()) -> _Result:
+        """Run one statement and fetch its rows at once: a corrupt page can surface on
+        any row, and each such error must become a StoreError, not a traceback."""
         try:
-            return self.conn.execute(sql, tuple(params))
+            cur = self.conn.execute(sql, tuple(params))
+            return _Result(cur.fetchall(), cur.rowcount, cur.lastrowid)
         except sqlite3.DatabaseError as exc:
             raise _store_error(paths.db_path(), exc) from None
 
@@ -518,7 +550,10 @@ class Store:
     def _jobs(self, sql: str, params: Iterable[Any] = ()) -> list[Job]:
         rows = self._exec(sql, params).fetchall()
         deps = self._deps_of([r["id"] for r in rows]) if rows else {}
-        return [_row_to_job(r, deps.get(r["id"], ())) for r in rows]
+        try:
+            return [_row_to_job(r, deps.get(r["id"], ())) for r in rows]
+        except (ValueError, TypeError, KeyError) as exc:  # a damaged row: bad state, bad JSON
+            raise _store_error(paths.db_path(), sqlite3.DatabaseError(f"malformed row: {exc}"))
 
     def get_job(self, job_id: int) -> Job:
         jobs = self._jobs("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -661,12 +696,9 @@ class Store:
             for r in rows
         ]
 
-    def job_ids(self, project: str | None = None) -> list[int]:
-        if project is None:
-            rows = self._exec("SELECT id FROM jobs").fetchall()
-        else:
-            rows = self._exec("SELECT id FROM jobs WHERE project = ?", (project,)).fetchall()
-        return [r[0] for r in rows]
+    def job_ids(self, project: str | None = None, job_type: str | None = None) -> list[int]:
+        where, params = _stats_where(project, job_type)
+        return [r[0] for r in self._exec(f"SELECT id FROM jobs{where}", params).fetchall()]
 
     def move_report(self, job_id: int, old: str | None, new: str | None) -> bool:
         """Point a finished job's report elsewhere (archived, compressed, deleted: None),
@@ -809,7 +841,7 @@ def _stats_where(
 
 def _store_error(path: os.PathLike[str] | str, exc: sqlite3.DatabaseError) -> StoreError:
     text = str(exc)
-    if "not a database" in text or "malformed" in text:
+    if "not a database" in text or "malformed" in text or "Could not decode" in text:
         return StoreError(
             f"the registry {path} is corrupt ({text})",
             f"move it aside (mv {path} {path}.corrupt) and codexw starts a new one;"
