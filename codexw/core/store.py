@@ -553,7 +553,9 @@ class Store:
         try:
             return [_row_to_job(r, deps.get(r["id"], ())) for r in rows]
         except (ValueError, TypeError, KeyError) as exc:  # a damaged row: bad state, bad JSON
-            raise _store_error(paths.db_path(), sqlite3.DatabaseError(f"malformed row: {exc}"))
+            raise _store_error(
+                paths.db_path(), sqlite3.DatabaseError(f"malformed row: {exc}")
+            ) from None
 
     def get_job(self, job_id: int) -> Job:
         jobs = self._jobs("SELECT * FROM jobs WHERE id = ?", (job_id,))
