@@ -222,15 +222,17 @@ def render_final(template: Path, job: Job, summary: RunSummary | None) -> str:
     try:
         env = _environment(template.parent)
         return env.get_template(template.name).render(template_context(job, summary))
-    except jinja2.TemplateError as exc:
+    except (jinja2.TemplateError, UnicodeDecodeError) as exc:
         raise _template_error(template, exc) from None
+    except Exception as exc:  # evaluating a template can raise anything: {{ 1/0 }}, recursion
+        raise _template_error(template, exc, f"{type(exc).__name__}: ") from None
 
 
-def _template_error(template: Path, exc: Exception) -> TemplateError:
+def _template_error(template: Path, exc: Exception, kind: str = "") -> TemplateError:
     line = getattr(exc, "lineno", None)
     where = f"{template}:{line}" if line else str(template)
     return TemplateError(
-        f"report template {where}: {exc}",
+        f"report template {where}: {kind}{exc}",
         "fix the template; variables: job.*, TASK_DESCRIPTION, START_TIME, REASONING_LEVEL",
     )
 
@@ -264,5 +266,9 @@ def check_template(template: Path) -> None:
     summary.feed({"type": "item.completed", "item": {"id": "2", "type": "agent_message",
                                                      "text": "done"}})
     render_final(template, sample, summary)
-    marker.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    marker.touch()
+    try:  # the marker only saves work next time: failing to write it changes nothing
+        paths.ensure_state_dir()
+        marker.parent.mkdir(exist_ok=True, mode=0o700)
+        marker.touch(mode=0o600)
+    except OSError:
+        pass
