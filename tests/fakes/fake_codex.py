@@ -5,6 +5,7 @@ Behaviour comes from `@fake ...` lines in the prompt (read on stdin, like the
 real `codex exec -`) or from FAKE_CODEX_DIRECTIVES; several can share a line, separated by ';':
 
   @fake sleep SECONDS        hold the run that long (in small steps)
+  @fake wait-for PATH        hold the run until PATH exists (a gate a test opens; 120 s at most)
   @fake fail 429|500|auth    end with error + turn.failed like the real CLI, exit 1
   @fake exit CODE            exit with CODE and no failure event
   @fake crash                write to stderr and exit 3 without any event
@@ -239,6 +240,10 @@ def run(opts: dict, todo: list[list[str]], state_dir: str | None) -> int:
             emit({"type": "item.completed", "item": {"id": f"item_{item}", "type": "command_execution",
                   "command": f"sleep {arg}", "aggregated_output": "", "exit_code": 0,
                   "status": "completed"}})
+        elif name == "wait-for":
+            end = time.monotonic() + 120.0
+            while not os.path.exists(arg) and time.monotonic() < end:
+                time.sleep(0.05)
         elif name == "write":
             path = os.path.join(cwd, arg)
             item += 1
