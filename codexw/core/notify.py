@@ -49,7 +49,8 @@ class Listener:
 
     def __init__(self) -> None:
         directory = notify_dir()
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths.ensure_state_dir()  # not mkdir(parents=True): that would make it 0755
+        directory.mkdir(exist_ok=True, mode=0o700)
         self.path = directory / f"{os.getpid()}.{os.urandom(4).hex()}.fifo"
         os.mkfifo(self.path, 0o600)
         self._read_fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)

@@ -21,8 +21,15 @@ def state_dir() -> Path:
 
 
 def ensure_state_dir() -> Path:
+    """Create the state dir 0700 (and logs/ in it). An existing one that is ours and
+    open to others is tightened, but only if it is empty or holds our registry: an
+    override such as CODEXW_STATE_DIR=/tmp is never chmod-ed."""
     path = state_dir()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    ours = st.st_uid == os.getuid()
+    if st.st_mode & 0o077 and ours and ((path / "codexw.db").exists() or not any(path.iterdir())):
+        path.chmod(0o700)
     (path / "logs").mkdir(exist_ok=True, mode=0o700)
     return path
 
