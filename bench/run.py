@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""codexw benchmarks: each figure next to a reference measured in the same run.
+
+    python bench/run.py            # full counts, prints a Markdown table
+    python bench/run.py --quick    # small counts (CI runs this so the benchmarks never rot)
+    python bench/run.py --only launch,wait
+
+Absolute times on shared machines are noise; the ratio to the peer is the figure.
+Everything runs under a temp dir with a fake codex (tests/fakes/fake_codex.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE = REPO / "tests" / "fakes" / "fake_codex.py"
+PY = sys.executable
+
+
+@dataclass
+class Row:
+    what: str
+    codexw: str
+    reference: str
+    ratio: str
+    target: str
+    verdict: str
+
+
+class Sandbox:
+    """A temp state dir, project and fake codex; removed at the end."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="codexw-bench-"))
+        self.state = self.root / "state"
+        self.project = self.root / "project"
+        (self.project / ".git").mkdir(parents=True)
+        bin_dir = self.root / "bin"
+        bin_dir.mkdir()
+        self.codex = bin_dir / "codex"
+        self.codex.write_text(
+            f"#!{PY}\nimport runpy, sys\nrunpy.run_path({str(FAKE)!r}, run_name='__main__')\n"
+        )
+        self.codex.chmod(0o755)
+        config = self.root / "config"
+        config.mkdir()
+        (config / "config.toml").write_text("")
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CODEXW_", "FAKE_CODEX"))},
+            "CODEXW_STATE_DIR": str(self.state),
+            "CODEXW_CONFIG_DIR": str(config),
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "NO_COLOR": "1",
+        }
+
+    def codexw(self, *args: str, check: bool = True, input: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+        proc = subprocess.run([PY, "-m", "codexw", *args], cwd=self.project, env=self.env,
+                              capture_output=True, input=input)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"codexw {' '.join(args)}: {proc.stderr.decode()}")
+        return proc
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def verdict(ok: bool) -> str:
+    return "meets" if ok else "MISSES"
+
+
+# -- benchmarks -------------------------------------------------------------------------
+
+
+def bench_launch(n: int) -> Row:
+    box = Sandbox()
+    try:
+        box.codexw("status")  # create the registry, check the template once
+        launch, typer_import = [], []
+        for i in range(n):
+            typer_import.append(timed(lambda: subprocess.run([PY, "-c", "import typer"], check=True)))
+            launch.append(timed(lambda i=i: box.codexw("launch", f"bench task {i}")))
+            box.codexw("wait", str(i + 1))  # not timed: keep runners off the next sample
+        ratio = median(launch) / median(typer_import)
+        return Row(f"`launch` wall, median of {n}", ms(median(launch)),
+                   f"{ms(median(typer_import))} (`python -c 'import typer'`)", f"{ratio:.2f}×",
+                   "≤ 1.25×", verdict(ratio <= 1.25))
+    finally:
+        box.close()
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def bench_runner_rss() -> Row:
+    box = Sandbox()
+    try:
+        out = box.codexw("launch", "--json", "@fake sleep 4")
+        job_id = json.loads(out.stdout)["job_id"]
+        db = sqlite3.connect(box.state / "codexw.db")
+        deadline = time.monotonic() + 30
+        pid = None
+        while time.monotonic() < deadline:
+            row = db.execute("SELECT state, runner_pid FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row[0] == "running":
+                pid = row[1]
+                break
+            time.sleep(0.05)
+        assert pid, "the job never ran"
+        time.sleep(1.0)  # let the runner settle into its read loop
+        runner = _rss_kb(pid)
+        peer = subprocess.Popen([PY, "-c", "import sqlite3, json, subprocess, sys; sys.stdin.read()"],
+                                stdin=subprocess.PIPE)
+        time.sleep(0.5)
+        reference = _rss_kb(peer.pid)
+        peer.communicate(b"")
+        box.codexw("wait", str(job_id))
+        return Row("runner RSS while codex runs", f"{runner / 1024:.1f} MB",
+                   f"{reference / 1024:.1f} MB (python + sqlite3, json, subprocess)",
+                   f"{runner / reference:.2f}×", "≤ 16 MB", verdict(runner / 1024 <= 16))
+    finally:
+        box.close()
+
+
+def bench_wait(n: int) -> Row:
+    box = Sandbox()
+    try:
+        ours, polling = [], []
+        poll_code = (
+            "import sqlite3, sys, time\n"
+            "db = sqlite3.connect(sys.argv[1])\n"
+            "while db.execute('SELECT state FROM jobs WHERE id = ?', (int(sys.argv[2]),)).fetchone()[0]"
+            " not in ('succeeded', 'failed', 'timed_out', 'killed', 'lost', 'cancelled'):\n"
+            "    time.sleep(1)\n"
+        )
+        db = sqlite3.connect(box.state / "codexw.db") if (box.state / "codexw.db").exists() else None
+        for _ in range(n):
+            job_id = json.loads(box.codexw("launch", "--json", "@fake sleep 1.3").stdout)["job_id"]
+            waiter = subprocess.Popen([PY, "-m", "codexw", "wait", "-q", str(job_id)],
+                                      cwd=box.project, env=box.env)
+            poller = subprocess.Popen([PY, "-c", poll_code, str(box.state / "codexw.db"), str(job_id)])
+            waiter.wait()
+            ours_end = time.time()
+            poller.wait()
+            poll_end = time.time()
+            db = db or sqlite3.connect(box.state / "codexw.db")
+            ended = db.execute("SELECT ended_at FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+            ours.append(ours_end - ended)
+            polling.append(poll_end - ended)
+        return Row(f"`wait` wake-up after the job ends, n={n}",
+                   f"median {ms(median(ours))}, p95 {ms(p95(ours))}",
+                   f"median {ms(median(polling))} (1 s polling loop)",
+                   f"{median(ours) / median(polling):.2f}×", "median ≤ 50 ms",
+                   verdict(median(ours) <= 0.05))
+    finally:
+        box.close()
+
+
+def bench_batch(n: int) -> Row:
+    if shutil.which("parallel") is None:
+        return Row(f"`batch` of {n} instant jobs at -j 4", "-", "GNU parallel not installed", "-",
+                   "≤ 1.5×", "not measured")
+    box = Sandbox()
+    try:
+        tasks = box.root / "tasks.txt"
+        tasks.write_text("".join(f"instant task {i}\n" for i in range(n)))
+        box.codexw("status")
+        ours = timed(lambda: box.codexw("batch", str(tasks), "-j", "4"))
+        work = box.root / "parallel"
+        work.mkdir()
+        # The same fake codex, the same argv shape, the prompt on stdin.
+        reference = timed(lambda: subprocess.run(
+            ["parallel", "-j", "4", "--will-cite", "echo instant task {} | " + str(box.codex)
+             + " exec --json -C " + str(work) + " - > /dev/null", ":::", *map(str, range(n))],
+            check=True, env=box.env))
+        ratio = ours / reference
+        return Row(f"`batch` of {n} instant jobs at -j 4, wall", f"{ours:.2f} s",
+                   f"{reference:.2f} s (GNU parallel, same fake codex)", f"{ratio:.2f}×", "≤ 1.5×",
+                   verdict(ratio <= 1.5))
+    finally:
+        box.close()
+
+
+def _fill_registry(box: Sandbox, count: int) -> None:
+    """Insert `count` finished jobs through the store (no runs)."""
+    env_before = os.environ.get("CODEXW_STATE_DIR")
+    os.environ["CODEXW_STATE_DIR"] = str(box.state)
+    try:
+        sys.path.insert(0, str(REPO))
+        from codexw.core.models import JobSpec, JobState
+        from codexw.core.store import Store
+
+        store = Store.open()
+        now = time.time()
+        levels = ["minimal", "low", "medium", "high", "xhigh"]
+        with store.transaction(notify_waiters=False):
+            for i in range(count):
+                spec = JobSpec(task=f"task {i}", level=levels[i % 5], type="workers" if i % 3 else "research",
+                               cwd=str(box.project), project=str(box.project), codex_bin="codex")
+                job_id = store.insert_job(spec, now=now - count + i)
+                store.finish(job_id, JobState.SUCCEEDED if i % 7 else JobState.FAILED,
+                             ended_at=now - count + i + 30, exit_code=0,
+                             tokens={"input_tokens": 100, "output_tokens": 20})
+                store.conn.execute("UPDATE jobs SET started_at = ? WHERE id = ?", (now - count + i, job_id))
+        store.close()
+    finally:
+        if env_before is None:
+            os.environ.pop("CODEXW_STATE_DIR", None)
+        else:
+            os.environ["CODEXW_STATE_DIR"] = env_before
+
+
+def bench_status(count: int, reps: int) -> list[Row]:
+    box = Sandbox()
+    try:
+        _fill_registry(box, count)
+        version = [timed(lambda: box.codexw("--version")) for _ in range(reps)]
+        latest = [timed(lambda: box.codexw("status", "--latest", "20")) for _ in range(reps)]
+        rows = [Row(f"`status --latest 20`, {count:,} jobs", ms(median(latest)),
+                    f"{ms(median(version))} (`codexw --version`)",
+                    f"{median(latest) / median(version):.2f}×", "≤ 1.5×",
+                    verdict(median(latest) / median(version) <= 1.5))]
+        probe = box.codexw("status", "--stats", check=False)
+        if probe.returncode == 0:
+            stats = [timed(lambda: box.codexw("status", "--stats")) for _ in range(reps)]
+            ratio = median(stats) / median(version)
+            rows.append(Row(f"`status --stats`, {count:,} jobs", ms(median(stats)),
+                            f"{ms(median(version))} (`codexw --version`)", f"{ratio:.2f}×", "≤ 3×",
+                            verdict(ratio <= 3)))
+        else:
+            rows.append(Row(f"`status --stats`, {count:,} jobs", "-", "-", "-", "≤ 3×",
+                            "not available: " + probe.stderr.decode().strip()[:60]))
+        return rows
+    finally:
+        box.close()
+
+
+def bench_cleanup(count: int) -> Row:
+    box = Sandbox()
+    try:
+        probe = box.codexw("cleanup", "--help", check=False)
+        if probe.returncode != 0:
+            return Row(f"`cleanup --age 0`, {count:,} reports", "-", "-", "-", "≤ 1.5×",
+                       "not available")
+        _fill_registry(box, count)
+        db = sqlite3.connect(box.state / "codexw.db")
+        folder = box.project / ".codexw" / "workers"
+        folder.mkdir(parents=True)
+        body = "# Worker Task Report\n\n" + ("Some findings and a list of files.\n" * 40)
+        rows = db.execute("SELECT id FROM jobs").fetchall()
+        with db:
+            for (job_id,) in rows:
+                path = folder / f"20260101_000000_{100000 + job_id}_codex_task.md"
+                path.write_text(body)
+                db.execute("UPDATE jobs SET report_path = ?, type = 'workers' WHERE id = ?",
+                           (str(path), job_id))
+        copy = box.root / "copy"
+        shutil.copytree(folder, copy)
+        reference = timed(lambda: subprocess.run(["tar", "czf", str(box.root / "ref.tgz"), "-C",
+                                                  str(box.root), "copy"], check=True))
+        ours = timed(lambda: box.codexw("cleanup", "--age", "0", "--quiet"))
+        ratio = ours / reference
+        return Row(f"`cleanup --age 0`, {count:,} finished reports", f"{ours:.2f} s",
+                   f"{reference:.2f} s (`tar czf` of the same files)", f"{ratio:.2f}×", "≤ 1.5×",
+                   verdict(ratio <= 1.5))
+    finally:
+        box.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small counts, for CI")
+    parser.add_argument("--only", help="comma-separated: launch,rss,wait,batch,status,cleanup")
+    args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    q = args.quick
+    plan: list[tuple[str, Callable[[], Row | list[Row]]]] = [
+        ("launch", lambda: bench_launch(5 if q else 30)),
+        ("rss", bench_runner_rss),
+        ("wait", lambda: bench_wait(3 if q else 15)),
+        ("batch", lambda: bench_batch(20 if q else 200)),
+        ("status", lambda: bench_status(2_000 if q else 100_000, 3 if q else 10)),
+        ("cleanup", lambda: bench_cleanup(300 if q else 10_000)),
+    ]
+    rows: list[Row] = []
+    for name, fn in plan:
+        if only and name not in only:
+            continue
+        result = fn()
+        rows.extend(result if isinstance(result, list) else [result])
+        last = rows[-1]
+        print(f"{last.what}: {last.codexw} vs {last.reference} → {last.ratio} ({last.verdict})",
+              file=sys.stderr, flush=True)
+    import platform
+
+    print(f"\n{time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · "
+          f"{os.cpu_count()} CPUs · {'quick' if q else 'full'} run\n")
+    print("| what | codexw | reference (same run) | ratio | target | |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.what} | {r.codexw} | {r.reference} | {r.ratio} | {r.target} | {r.verdict} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
