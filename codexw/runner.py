@@ -33,6 +33,7 @@ from codexw.core.store import Store
 
 PROGRESS_INTERVAL = 1.0
 LINGER_LIMIT = 900.0  # stay around this long at most to start a retry whose backoff is due
+RECORD_RETRY_LIMIT = 900.0  # keep trying this long to record an outcome (disk full)
 
 _stop_signal: int | None = None
 
@@ -184,7 +185,7 @@ class Runner:
                     if not chunk:
                         eof = True
                 if chunk:
-                    os.write(self.log_fd, chunk)
+                    self.write_log(chunk)
                     pending += chunk
                     *lines, pending = pending.split(b"\n")
                     for line in lines:
@@ -222,9 +223,21 @@ class Runner:
         except (BlockingIOError, OSError):
             rest = b""
         if rest:
-            os.write(self.log_fd, rest)
+            self.write_log(rest)
             for line in rest.split(b"\n"):
                 self.summary.feed_line(line)
+
+    log_lost = 0  # bytes of the event stream the log could not take (disk full)
+    log_error: str | None = None
+
+    def write_log(self, chunk: bytes) -> None:
+        """Append to the event log; a full disk costs log lines, never the run."""
+        try:
+            written = os.write(self.log_fd, chunk)
+        except OSError as exc:
+            written = 0
+            self.log_error = exc.strerror or str(exc)
+        self.log_lost += len(chunk) - written
 
     def outcome(self, code: int | None) -> Ending:
         s = self.summary
@@ -284,6 +297,10 @@ class Runner:
         if self.codex is not None:
             self.note_changed_files()
         ended_at = time.time()
+        if self.log_lost:
+            lost = (f"event log incomplete: {self.log_lost} bytes not written to"
+                    f" {self.log_file()} ({self.log_error or 'short write'})")
+            ending.reason = f"{ending.reason}; {lost}" if ending.reason else lost
         job = self.store.get_job(self.job.id)
         job.state = ending.state
         job.ended_at = ended_at
@@ -292,16 +309,37 @@ class Runner:
         final, problem = lifecycle.write_final_report(job, self.summary if self.codex else None)
         if problem:
             ending.reason = f"{ending.reason}; {problem}" if ending.reason else problem
-        lifecycle.record_end(
-            self.store,
-            job,
-            ending,
-            ended_at=ended_at,
-            summary=self.summary,
-            report_path=str(final) if final else None,
-        )
+        self.record(job, ending, ended_at, final)
         if self.log_fd >= 0:
             os.close(self.log_fd)
+
+
+    def record(self, job: Job, ending: Ending, ended_at: float, final: Path | None) -> None:
+        """Record the outcome. A registry that cannot be written right now (disk full,
+        I/O error) is tried again for a while: this runner is alive, so nobody marks
+        the job lost meanwhile, and the outcome lands as soon as there is room."""
+        give_up = time.monotonic() + RECORD_RETRY_LIMIT
+        delay = 0.5
+        while True:
+            try:
+                with self.store.transaction():
+                    lifecycle.record_end(
+                        self.store, job, ending, ended_at=ended_at, summary=self.summary,
+                        report_path=str(final) if final else None,
+                    )
+                    if final is None:  # no report anywhere: not even the TEMP path
+                        self.store.set_report_path(job.id, None)
+                return
+            except CodexwError as exc:
+                if time.monotonic() >= give_up:
+                    raise
+                try:
+                    sys.stderr.write(f"codexw runner: job {job.id} not recorded yet: {exc}\n")
+                    sys.stderr.flush()
+                except OSError:
+                    pass
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
 
 def usage_before(store: Store, job_id: int | None) -> dict[str, int]:

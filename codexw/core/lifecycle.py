@@ -79,8 +79,7 @@ def write_final_report(job: Job, summary: RunSummary | None) -> tuple[Path | Non
     try:
         final = reports.atomic_create(temp.with_name(reports.final_report_name(job)), text)
     except OSError as exc:
-        where = job.log_path or str(log_path(job.id))
-        return None, f"report could not be written ({exc.strerror}); the event log is {where}"
+        return _report_elsewhere(job, temp, text, exc)
     try:
         os.unlink(temp)
     except FileNotFoundError:
@@ -88,6 +87,27 @@ def write_final_report(job: Job, summary: RunSummary | None) -> tuple[Path | Non
     except OSError as exc:
         problem = (problem + "; " if problem else "") + f"TEMP report not removed: {exc.strerror}"
     return final, problem
+
+
+def _report_elsewhere(
+    job: Job, temp: Path, text: str, exc: OSError
+) -> tuple[Path | None, str]:
+    """The report folder cannot take the final report (deleted and not re-creatable,
+    read-only, full): write it under <state dir>/reports/<type>/ instead; failing
+    that, point at the last live report if it is still there, else at the event log.
+    Returns (where the report is or None, what happened and where the output went)."""
+    why = f"report could not be written in {temp.parent} ({exc.strerror or exc})"
+    log = job.log_path or str(log_path(job.id))
+    try:
+        name = reports.final_report_name(job)
+        fallback = reports.atomic_create(paths.state_dir() / "reports" / job.spec.type / name, text)
+    except OSError:
+        pass
+    else:
+        return fallback, f"{why}; it was written to {fallback} instead"
+    if temp.is_file():
+        return temp, f"{why}; the last live report is {temp}, the event log is {log}"
+    return None, f"{why}; the event log is {log}"
 
 
 def _templates_dir(job: Job) -> str | None:
@@ -184,6 +204,6 @@ def end_without_runner(store: Store, job: Job, ending: Ending) -> bool:
     ended = store.get_job(job.id)
     final, problem = write_final_report(ended, summary)
     with store.transaction():
-        if final is not None:
-            store.set_report_path(job.id, str(final))
+        # None: no report exists anywhere; never leave a path to a TEMP that is gone.
+        store.set_report_path(job.id, str(final) if final is not None else None)
     return True

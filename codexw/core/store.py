@@ -517,7 +517,7 @@ class Store:
             (task_id, host, job_id),
         )
 
-    def set_report_path(self, job_id: int, report_path: str) -> None:
+    def set_report_path(self, job_id: int, report_path: str | None) -> None:
         self._exec("UPDATE jobs SET report_path = ? WHERE id = ?", (report_path, job_id))
 
     def request_kill(self, job_id: int) -> None:
