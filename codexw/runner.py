@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from codexw.core import gitdelta, lifecycle, process, scheduler
+from codexw.core import gitdelta, lifecycle, paths, process, scheduler
 from codexw.core.codex import (
     RunSummary,
     auto_skip_git_check,
@@ -84,6 +84,8 @@ class Runner:
             log.with_suffix(".stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
         )
         env = dict(os.environ)
+        # Marks codex's group as this job's, so reconcile can tell it from a reused pgid.
+        env.update(process.job_marker(self.job.id, str(paths.state_dir().resolve())))
         if spec.codex_home:
             env["CODEX_HOME"] = spec.codex_home
         if spec.resume_of is not None and self.store is not None:

@@ -121,6 +121,43 @@ def group_members(pgid: int) -> list[int]:
     return found
 
 
+JOB_ENV = "CODEXW_JOB_ID"  # set in codex's environment; its group carries it down
+
+
+def job_marker(job_id: int, state_dir: str) -> dict[str, str]:
+    """What a codex process group of this job has in its environment."""
+    return {JOB_ENV: str(job_id), "CODEXW_STATE_DIR": state_dir}
+
+
+def _environ(pid: int) -> dict[str, str] | None:
+    if _LINUX:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            return None
+        pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+        return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs}
+    import psutil
+
+    try:
+        return dict(psutil.Process(pid).environ())
+    except psutil.Error:
+        return None
+
+
+def group_carries(pgid: int, marker: dict[str, str]) -> bool:
+    """True if a live member of group `pgid` has every `marker` variable in its
+    environment: proof that the group is still the one we started. A recorded
+    pgid whose number was reused by an unrelated group fails this and must never
+    be signalled."""
+    for pid in group_members(pgid):
+        env = _environ(pid)
+        if env is not None and all(env.get(k) == v for k, v in marker.items()):
+            return True
+    return False
+
+
 def signal_group(pgid: int | None, sig: int) -> bool:
     if not pgid or pgid <= 1:
         return False

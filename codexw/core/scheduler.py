@@ -171,6 +171,13 @@ def reconcile(store: Store, fill: bool = True) -> ReconcileResult:
 
 
 def kill_leftover_group(job: Job) -> None:
-    """After a runner vanished, nothing of its codex process group may survive."""
-    if job.codex_pgid and process.group_exists(job.codex_pgid):
+    """After a runner vanished, nothing of its codex process group may survive.
+
+    The group is signalled only if one of its members still carries this job's
+    marker in its environment: a recorded pgid can have been reused by an unrelated
+    group (long after, or after a reboot), and that one must never be touched."""
+    if not job.codex_pgid or not process.group_exists(job.codex_pgid):
+        return
+    marker = process.job_marker(job.id, str(paths.state_dir().resolve()))
+    if process.group_carries(job.codex_pgid, marker):
         process.terminate_group(job.codex_pgid, grace=min(job.spec.kill_grace, 5.0))
