@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from codexw.core import archive, paths, process
-from codexw.core.archive import Dir, UnsafePath
+from codexw.core.archive import Dir
 from codexw.core.durations import parse_duration
 from codexw.core.errors import UsageError
 from codexw.core.models import TYPE_NAME_RE
@@ -289,8 +289,7 @@ class _Cleaner:
 
     def error(self, path: str, exc: OSError | str) -> None:
         if isinstance(exc, OSError):
-            why = exc.strerror or str(exc)
-            exc = f"{why} ({exc.filename})" if isinstance(exc, UnsafePath) else why
+            exc = exc.strerror or str(exc)
         self.result.errors.append(f"{path}: {exc}")
 
     def skip(self, path: str, reason: str) -> None:
@@ -340,8 +339,9 @@ class _Cleaner:
         for job_id in ids:
             for kind in LOG_KINDS:
                 for name in (f"{job_id}.{kind}", f"{job_id}.{kind}.gz"):
-                    if name in self.log_files and self.logs is not None:
-                        self.delete_file(self.logs, name, None, "log")
+                    st = self.log_files.pop(name, None)
+                    if st is not None and self.logs is not None:
+                        self.delete_file(self.logs, name, None, "log", st)
 
     # -- reports -----------------------------------------------------------------------
 
