@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from codexw.cli import render
+from codexw.cli.hangup import deferred_hangup
 from codexw.cli.launch_cmd import read_task_file
 from codexw.core.durations import format_duration
 from codexw.core.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, UsageError
@@ -52,7 +53,7 @@ def batch(
     if source != "-" and not Path(source).is_file():
         raise UsageError(f"batch file {source} does not exist")
     text = read_task_file(source)
-    submitted = submit(
+    request = (
         BatchRequest(
             source=source if source != "-" else "<stdin>", text=text, fmt=fmt,
             max_parallel=max_parallel, halt_on_failure=halt_on_failure, level=level,
@@ -60,6 +61,10 @@ def batch(
             retries=retries, retry_timeouts=retry_timeouts,
         )
     )
+    with deferred_hangup() as hangup:  # a closing terminal must not cut submit in half
+        submitted = submit(request)
+    if hangup.received:
+        raise typer.Exit(EXIT_INTERRUPTED)  # nobody is left to watch; the batch runs
     for warning in submitted.warnings:
         render.warn(warning)
     bid = submitted.batch_id

@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 
 from codexw.cli import render
-from codexw.core.errors import UsageError
+from codexw.cli.hangup import deferred_hangup
+from codexw.core.errors import EXIT_INTERRUPTED, UsageError
 from codexw.core.models import LEVELS
 
 
@@ -97,7 +98,7 @@ def launch(
         task = read_task_file(file)
     if task is None:
         raise UsageError("no task given", "codexw launch \"TASK\", or -f FILE, or -f - for stdin")
-    result = launch_job(
+    request = (
         LaunchRequest(
             task=task,
             level=pos_level or level,
@@ -117,6 +118,10 @@ def launch(
             skip_git_repo_check=skip_git_repo_check,
         )
     )
+    with deferred_hangup() as hangup:  # a closing terminal must not cut launch in half
+        result = launch_job(request)
+    if hangup.received:
+        raise typer.Exit(EXIT_INTERRUPTED)  # nobody is left to read this; the job runs
     for warning in result.warnings:
         render.warn(warning)
     job = result.job
