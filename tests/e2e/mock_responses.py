@@ -14,8 +14,8 @@ the command and sends a follow-up request holding the `function_call_output`,
 which the server answers with `then` (matched by call id, so parallel jobs do not
 mix up their follow-ups). When the script is empty, `server.default` answers.
 
-Every answer can `hold` the stream open for some seconds (after `response.created`)
-and report `usage`. The server records, per request: path, model,
+Every answer can `hold` the stream open for some seconds (after `response.created`,
+or until `release()`) and report `usage`. The server records, per request: path, model,
 `reasoning.effort`, the user text, tool results, the conversation key
 (`prompt_cache_key`, which codex sets to the thread id) and when it started and
 ended; `max_in_flight` is the most requests that were open at the same moment.
@@ -146,7 +146,7 @@ class MockResponses:
         self._pending: dict[str, Message | Shell] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Condition()
-        self._stopping = threading.Event()
+        self._released = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -168,7 +168,7 @@ class MockResponses:
         return self
 
     def stop(self) -> None:
-        self._stopping.set()  # ends every hold at once
+        self._released.set()  # ends every hold at once
         self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:
@@ -242,9 +242,13 @@ class MockResponses:
             self._in_flight -= 1
             self._lock.notify_all()
 
+    def release(self) -> None:
+        """End every hold now, and make later holds return at once."""
+        self._released.set()
+
     def _hold(self, seconds: float) -> None:
         if seconds > 0:
-            self._stopping.wait(seconds)
+            self._released.wait(seconds)
 
     def _events(self, reply: Message | Shell) -> Iterator[dict[str, Any]]:
         n = next(self._ids)
