@@ -7,7 +7,15 @@ import sys
 import typer
 
 from codexw import __version__
-from codexw.cli import batch_cmd, cleanup_cmd, continue_cmd, doctor_cmd, jobs_cmd, launch_cmd
+from codexw.cli import (
+    batch_cmd,
+    cleanup_cmd,
+    continue_cmd,
+    doctor_cmd,
+    jobs_cmd,
+    launch_cmd,
+    worker_cmd,
+)
 from codexw.cli.render import error
 from codexw.core.errors import EXIT_INTERRUPTED, CodexwError
 
@@ -55,6 +63,7 @@ app.command("retry")(batch_cmd.retry)
 app.command("continue")(continue_cmd.continue_)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("cleanup")(cleanup_cmd.cleanup)
+app.command("worker")(worker_cmd.worker)
 
 
 def main() -> None:

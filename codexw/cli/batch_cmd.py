@@ -39,6 +39,9 @@ def batch(
     fmt: str = typer.Option(None, "--format", help="text, jsonl or toml. [default: from the file name]"),
     halt_on_failure: bool = typer.Option(False, "--halt-on-failure", help="Start no new job after the first failure."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Queue the batch and return at once."),
+    backend: str = typer.Option(None, "--backend", help="local or celery: where the jobs run. (default: CODEXW_BACKEND, backend, else local)"),
+    broker: str = typer.Option(None, "--broker", help="Broker URL for --backend celery. (default: CODEXW_BROKER_URL or broker_url)"),
+    queue: str = typer.Option(None, "--queue", help="Celery queue. (default: CODEXW_QUEUE, queue, else codex)"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (at the end, or at once with --detach)."),
 ) -> None:
     """Run many tasks with at most N at once; validated whole before anything is queued.
@@ -59,6 +62,7 @@ def batch(
             max_parallel=max_parallel, halt_on_failure=halt_on_failure, level=level,
             type=job_type, model=model, sandbox=sandbox, cwd=cd, timeout=timeout,
             retries=retries, retry_timeouts=retry_timeouts,
+            backend=backend, broker_url=broker, queue=queue,
         )
     )
     with deferred_hangup() as hangup:  # a closing terminal must not cut submit in half

@@ -160,6 +160,10 @@ def _print_detail(detail) -> None:  # type: ignore[no-untyped-def]
         ("report", job.report_path or "-"),
         ("log", job.log_path or "-"),
     ]
+    if s.backend != "local":
+        lines.append(("backend", f"{s.backend}, queue {s.queue or '-'},"
+                                 f" task {job.celery_task_id or '-'}"))
+        lines.append(("worker", job.host or "- (not taken by a worker yet)"))
     if s.batch_id:
         lines.append(("batch", str(s.batch_id)))
     if s.after:

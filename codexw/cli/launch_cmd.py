@@ -77,6 +77,9 @@ def launch(
     skip_git_repo_check: bool = typer.Option(False, "--skip-git-repo-check", help="Let codex run outside a git repository (automatic there; noted in the report)."),
     codex_arg: list[str] = typer.Option(None, "--codex-arg", help="Extra argument passed to codex exec (repeatable)."),
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the job to end, like `codexw wait`."),
+    backend: str = typer.Option(None, "--backend", help="local (a runner here) or celery (a `codexw worker`). (default: CODEXW_BACKEND, backend, else local)"),
+    broker: str = typer.Option(None, "--broker", help="Broker URL for --backend celery, e.g. redis://HOST:6379/0. (default: CODEXW_BROKER_URL or broker_url)"),
+    queue: str = typer.Option(None, "--queue", help="Celery queue. (default: CODEXW_QUEUE, queue, else codex)"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Launch a codex agent as a detached background job and return at once.
@@ -116,6 +119,9 @@ def launch(
             add_dirs=tuple(add_dir or ()),
             output_schema=output_schema,
             skip_git_repo_check=skip_git_repo_check,
+            backend=backend,
+            broker_url=broker,
+            queue=queue,
         )
     )
     with deferred_hangup() as hangup:  # a closing terminal must not cut launch in half

@@ -36,7 +36,11 @@ def reap_children() -> None:
             _children.remove(child)
 
 
-def spawn_runner(job_id: int) -> tuple[int, float | None]:
+# The runner module per backend: a remote job's runner stands in for it on this machine.
+RUNNER_MODULES = {"local": "codexw.runner", "celery": "codexw.backends.remote"}
+
+
+def spawn_runner(job_id: int, backend: str = "local") -> tuple[int, float | None]:
     """Start `python -m codexw.runner JOB` detached: new session, stdin /dev/null."""
     reap_children()
     out = os.open(
@@ -47,7 +51,7 @@ def spawn_runner(job_id: int) -> tuple[int, float | None]:
     try:
         child = subprocess.Popen(
             # -P: never import codexw from the current directory.
-            [sys.executable, "-P", "-m", "codexw.runner", str(job_id)],
+            [sys.executable, "-P", "-m", RUNNER_MODULES[backend], str(job_id)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -124,7 +128,7 @@ def fill_slots(store: Store, result: ReconcileResult | None = None) -> Reconcile
         spawned: list[tuple[int, int, float | None]] = []
         for job in claimed:
             try:
-                pid, start_time = spawn_runner(job.id)
+                pid, start_time = spawn_runner(job.id, job.spec.backend)
             except OSError as exc:
                 job = store.get_job(job.id)
                 end_without_runner(
@@ -175,7 +179,13 @@ def kill_leftover_group(job: Job) -> None:
 
     The group is signalled only if one of its members still carries this job's
     marker in its environment: a recorded pgid can have been reused by an unrelated
-    group (long after, or after a reboot), and that one must never be touched."""
+    group (long after, or after a reboot), and that one must never be touched.
+    A remote job's codex runs on a worker: its task is flagged killed and revoked."""
+    if job.spec.backend != "local":
+        from codexw.backends.remote import revoke  # imports celery: remote jobs only
+
+        revoke(job)
+        return
     if not job.codex_pgid or not process.group_exists(job.codex_pgid):
         return
     marker = process.job_marker(job.id, str(paths.state_dir().resolve()))

@@ -35,6 +35,9 @@ class BatchRequest:
     timeout: str | None = None
     retries: int | None = None
     retry_timeouts: bool | None = None
+    backend: str | None = None
+    broker_url: str | None = None
+    queue: str | None = None
 
 
 @dataclass
@@ -77,6 +80,9 @@ def submit(req: BatchRequest) -> BatchSubmitted:
                     retry_timeouts=req.retry_timeouts,
                     priority=entry.priority,
                     name=entry.name,
+                    backend=req.backend,
+                    broker_url=req.broker_url,
+                    queue=req.queue,
                 ),
                 config,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -45,6 +46,9 @@ class LaunchRequest:
     add_dirs: tuple[str, ...] = ()
     output_schema: str | None = None
     skip_git_repo_check: bool = False
+    backend: str | None = None
+    broker_url: str | None = None
+    queue: str | None = None
 
 
 @dataclass
@@ -153,11 +157,16 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         raise UsageError("--retries must be 0 or more")
     cfg = config.with_overrides(
         level=req.level, type=req.type, model=req.model, sandbox=req.sandbox, retries=req.retries,
-        retry_timeouts=req.retry_timeouts,
+        retry_timeouts=req.retry_timeouts, backend=req.backend, broker_url=req.broker_url,
+        queue=req.queue,
     )
     timeout = parse_duration(req.timeout, what="timeout") if req.timeout else cfg.timeout
     validate_task(req.task)
-    codex_bin = resolve_codex(cfg.codex_bin)
+    remote = cfg.backend != "local"
+    if remote:
+        check_remote(cfg)
+    # A remote job runs the worker's codex with the worker's CODEX_HOME.
+    codex_bin = cfg.codex_bin if remote else resolve_codex(cfg.codex_bin)
     template = reports.template_for(cfg.type, cfg.templates_dir)
     reports.check_template(template)
     warnings = []
@@ -192,12 +201,30 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         after=tuple(req.after),
         global_limit=cfg.max_parallel,
         codex_args=tuple(cfg.codex_args) + passthrough + tuple(req.codex_args),
-        codex_home=os.environ.get("CODEX_HOME") or None,
+        codex_home=None if remote else os.environ.get("CODEX_HOME") or None,
         template=str(template),
         resume_thread=req.resume_thread,
         resume_of=req.resume_of,
+        backend=cfg.backend,
+        broker_url=cfg.broker_url if remote else None,
+        queue=cfg.queue if remote else None,
     )
     return Prepared(spec, warnings)
+
+
+def check_remote(cfg: Config) -> None:
+    """A Celery job needs a broker and the extra installed (found, not imported)."""
+    import importlib.util
+
+    if not cfg.broker_url:
+        raise UsageError(
+            f"--backend {cfg.backend} needs a broker",
+            "give --broker redis://HOST:6379/0, set CODEXW_BROKER_URL or broker_url in the config",
+        )
+    if importlib.util.find_spec("celery") is None or importlib.util.find_spec("redis") is None:
+        raise UsageError(
+            "the Celery backend is not installed", "pip install 'codexw[celery]'"
+        )
 
 
 def check_after(store: Store, after: tuple[int, ...]) -> None:
@@ -235,19 +262,30 @@ def enqueue(
         ensure_report_dir(spec)
     now = time.time()
     batch_id = None
+    written: list[str] = []
     try:
         with store.transaction():
             if batch is not None:
                 batch_id = store.insert_batch(**batch)  # type: ignore[arg-type]
                 specs = [replace(s, batch_id=batch_id) for s in specs]
-            ids = [lifecycle.queue_with_report(store, spec, now) for spec in specs]
+            ids = []
+            for spec in specs:
+                ids.append(lifecycle.queue_with_report(store, spec, now))
+                written.append(store.get_job(ids[-1]).report_path or "")
             for dependent, dependency in deps:
                 store.add_dep(ids[dependent], ids[dependency])
-    except OSError as exc:
-        raise StoreError(
-            f"cannot write a report in {exc.filename or 'the report directory'}: {exc.strerror}",
-            "nothing was queued; make the project writable",
-        ) from None
+    except BaseException as exc:
+        # Rolled back: the TEMP reports already written belong to no job. Remove them.
+        for path in written:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if isinstance(exc, OSError):
+            raise StoreError(
+                f"cannot write a report in {exc.filename or 'the report directory'}:"
+                f" {exc.strerror}",
+                "nothing was queued; make the project writable",
+            ) from None
+        raise
     return batch_id, ids
 
 
@@ -318,6 +356,10 @@ def continue_job(req: ContinueRequest) -> LaunchResult:
             cwd=ps.cwd,
             timeout=req.timeout,
             retries=req.retries if req.retries is not None else ps.retries,
+            # A remote conversation lives in the workers' shared CODEX_HOME: stay there.
+            backend=ps.backend,
+            broker_url=ps.broker_url,
+            queue=ps.queue,
         )
     )
     spec = replace(
@@ -330,7 +372,7 @@ def continue_job(req: ContinueRequest) -> LaunchResult:
         resume_of=parent.id,
     )
     warnings = [w for w in prepared.warnings if "git repository" not in w]
-    if (os.environ.get("CODEX_HOME") or None) != ps.codex_home:
+    if ps.backend == "local" and (os.environ.get("CODEX_HOME") or None) != ps.codex_home:
         warnings.append(
             f"using job {parent.id}'s CODEX_HOME ({ps.codex_home or '~/.codex'}), where its"
             " session is"

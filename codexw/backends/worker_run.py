@@ -1,0 +1,287 @@
+"""Run one job on a Celery worker with the local runner's machinery, without a registry.
+
+codex runs exactly as under a local runner (codexw.runner.Runner: own process group,
+timeout, TERM → grace → KILL of the group, approval never); instead of a registry the
+run forwards its raw event lines to the task's Redis stream and returns the outcome,
+the run summary and the final message.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from codexw.backends import protocol
+from codexw.backends.celery_app import WorkerSettings
+from codexw.core.codex import RunSummary
+from codexw.core.lifecycle import Ending
+from codexw.core.models import Job, JobState
+from codexw.runner import PROGRESS_INTERVAL, Runner
+
+_signal_seen: int | None = None
+
+
+class Busy(Exception):
+    """Another delivery of the same task holds its lock."""
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    global _signal_seen
+    _signal_seen = signum
+
+
+class Stream:
+    """The task's Redis keys: its event stream, kill flag and run lock."""
+
+    def __init__(self, client: redis.Redis, task_id: str) -> None:
+        self.client = client
+        self.key = protocol.events_key(task_id)
+        self.kill = protocol.kill_key(task_id)
+        self.lock_name = protocol.lock_key(task_id)
+        self.token = f"{os.getpid()}:{uuid.uuid4().hex}"
+
+    def add(self, kind: str, data: Any) -> None:
+        pipe = self.client.pipeline()
+        pipe.xadd(self.key, {"kind": kind, "data": protocol.encode(data)})
+        pipe.expire(self.key, protocol.STREAM_TTL)
+        pipe.execute()
+
+    def finished(self) -> dict[str, Any] | None:
+        """The result of an earlier delivery that already ended, if any."""
+        for _id, fields in self.client.xrevrange(self.key, count=1):
+            if fields.get(b"kind") == b"end":
+                return protocol.decode(fields[b"data"])
+        return None
+
+    def kill_requested(self) -> bool:
+        try:
+            return bool(self.client.exists(self.kill))
+        except redis.RedisError:
+            return False
+
+    def lock(self) -> bool:
+        return bool(self.client.set(self.lock_name, self.token, nx=True, ex=protocol.LOCK_TTL))
+
+    def refresh(self) -> None:
+        try:
+            if self.client.get(self.lock_name) == self.token.encode():
+                self.client.expire(self.lock_name, protocol.LOCK_TTL)
+            else:  # expired while Redis was away: take it back if free
+                self.client.set(self.lock_name, self.token, nx=True, ex=protocol.LOCK_TTL)
+        except redis.RedisError:
+            pass
+
+    def unlock(self) -> None:
+        try:
+            if self.client.get(self.lock_name) == self.token.encode():
+                self.client.delete(self.lock_name)
+        except redis.RedisError:
+            pass
+
+
+class WorkerRun(Runner):
+    """A Runner whose hooks talk to the task's stream instead of the registry."""
+
+    def __init__(self, job: Job, task_id: str, stream: Stream, log_dir: Path, node: str) -> None:
+        super().__init__(None, job)  # type: ignore[arg-type]
+        self.task_id = task_id
+        self.stream = stream
+        self.log_dir = log_dir
+        self.node = node
+        self.sent = 0  # bytes of the log already forwarded
+        self.started_at: float | None = None
+        self.kill_seen = False
+        self.last_kill_check = 0.0
+        self.last_refresh = time.monotonic()
+        for stale in (self.log_file(), self.log_file().with_suffix(".stderr.log")):
+            try:  # an earlier delivery of this task on this machine
+                stale.unlink()
+            except FileNotFoundError:
+                pass
+
+    def log_file(self) -> Path:
+        return self.log_dir / f"{self.task_id}.jsonl"
+
+    def on_started(self, log: Path) -> None:
+        assert self.codex is not None
+        self.started_at = time.time()
+        self.stream.add(
+            "start",
+            {"host": self.node, "pid": os.getpid(), "codex_pid": self.codex.pid,
+             "started_at": self.started_at, "log": str(log)},
+        )
+
+    def stop_requested(self) -> bool:
+        if _signal_seen is not None:
+            return True
+        now = time.monotonic()
+        if now - self.last_kill_check >= 0.5:
+            self.last_kill_check = now
+            self.kill_seen = self.kill_seen or self.stream.kill_requested()
+        return self.kill_seen
+
+    def kill_ending(self) -> Ending:
+        if self.kill_seen or self.stream.kill_requested():
+            self.kill_seen = True
+            return Ending(JobState.KILLED, "killed by `codexw kill`")
+        name = signal.Signals(_signal_seen).name if _signal_seen else "a signal"
+        return Ending(JobState.KILLED, f"the worker's pool process received {name}")
+
+    def flush(self, force: bool = False) -> None:
+        """Forward the complete lines codex wrote since the last flush."""
+        now = time.monotonic()
+        if now - self.last_refresh >= protocol.LOCK_REFRESH:
+            self.last_refresh = now
+            self.stream.refresh()
+        if not force and (not self.dirty or now - self.last_flush < PROGRESS_INTERVAL):
+            return
+        self.last_flush = now
+        self.dirty = False
+        try:
+            with self.log_file().open("rb") as fh:
+                fh.seek(self.sent)
+                data = fh.read()
+        except OSError:
+            return
+        if not force:
+            data = data[: data.rfind(b"\n") + 1]
+        if not data:
+            return
+        try:
+            self.stream.add("lines", data.decode("utf-8", "replace"))
+        except redis.RedisError:
+            return  # sent with the next flush
+        self.sent += len(data)
+
+
+def _job_for(payload: dict[str, Any], settings: WorkerSettings) -> tuple[Job, str | None]:
+    """The job as this worker runs it, or why it cannot run here."""
+    spec_data = payload["spec"]
+    cwd, project, problem = _workdir(spec_data["cwd"], spec_data["project"], settings.workspace)
+    timeout = spec_data.get("timeout")
+    timeout = settings.max_job_time if not timeout else min(float(timeout), settings.max_job_time)
+    spec = protocol.spec_from_payload(
+        payload,
+        cwd=cwd,
+        project=project,
+        codex_bin=settings.codex_bin,
+        codex_home=settings.codex_home,
+        timeout=timeout,
+        kill_grace=min(float(spec_data.get("kill_grace") or 10.0), settings.kill_grace),
+    )
+    job = Job(id=int(payload["job_id"]), spec=spec, state=JobState.RUNNING,
+              attempt=int(payload.get("attempt") or 1))
+    return job, problem
+
+
+def _workdir(cwd: str, project: str, workspace: str | None) -> tuple[str, str, str | None]:
+    """(cwd, project, problem): the job's directory inside the workspace (same relative
+    place as on the submitting side when it exists there), else its own path."""
+    if workspace is None:
+        if os.path.isdir(cwd):
+            return cwd, project, None
+        return cwd, project, (
+            f"working directory {cwd} does not exist on this worker"
+            " (start the worker with --workspace DIR)"
+        )
+    rel = os.path.relpath(cwd, project)
+    if rel.startswith(".."):
+        rel = "."
+    candidate = os.path.normpath(os.path.join(workspace, rel))
+    return (candidate if os.path.isdir(candidate) else workspace), workspace, None
+
+
+def _result(ending: Ending, run: WorkerRun | None, node: str) -> dict[str, Any]:
+    summary = run.summary if run is not None else RunSummary()
+    return {
+        "state": ending.state.value,
+        "reason": ending.reason,
+        "exit_code": ending.exit_code,
+        "retryable": ending.retryable,
+        "host": node,
+        "pid": os.getpid(),
+        "started_at": run.started_at if run is not None else None,
+        "ended_at": time.time(),
+        "summary": protocol.summary_to_dict(summary),
+        "final_message": summary.final_message,
+        "tokens": dict(summary.usage),
+        "log": str(run.log_file()) if run is not None else None,
+    }
+
+
+_clients: dict[int, redis.Redis] = {}
+
+
+def _client(url: str) -> redis.Redis:
+    pid = os.getpid()  # one client per pool process, never one inherited through fork
+    if pid not in _clients:
+        _clients.clear()
+        _clients[pid] = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+    return _clients[pid]
+
+
+def execute(payload: dict[str, Any], *, task_id: str, node: str, settings: WorkerSettings) -> dict[str, Any]:
+    """Run the job once for this task, or return the result an earlier delivery recorded."""
+    global _signal_seen
+    stream = Stream(_client(settings.broker_url), task_id)
+    done = stream.finished()
+    if done is not None:
+        return done
+    if stream.kill_requested():
+        result = _result(Ending(JobState.KILLED, "killed by `codexw kill` before it started"),
+                         None, node)
+        stream.add("end", result)
+        return result
+    if not stream.lock():
+        raise Busy(task_id)
+    _signal_seen = None
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    old_wakeup = signal.set_wakeup_fd(wake_w)
+    ppid = os.getppid()
+    run: WorkerRun | None = None
+    try:
+        job, problem = _job_for(payload, settings)
+        Path(settings.log_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        run = WorkerRun(job, task_id, stream, Path(settings.log_dir), node)
+        run.summary.usage_baseline = {
+            k: int(v) for k, v in (payload.get("usage_baseline") or {}).items()
+        }
+        if problem is None and _signal_seen is None and not run.stop_requested():
+            problem = run.start_codex()
+            ending = Ending(JobState.FAILED, problem) if problem else run.run(wake_r)
+            if run.codex is not None:
+                run.note_changed_files()
+        elif problem is not None:
+            ending = Ending(JobState.FAILED, problem)
+        else:
+            ending = run.kill_ending()
+        run.flush(force=True)
+        if _signal_seen is not None and not run.kill_seen:
+            # Not a `codexw kill`: the worker is going away (it died, or a cold shutdown,
+            # or a hard time limit). codex's group is stopped; leave no result so that
+            # the task is delivered again (or failed by Celery), never recorded twice.
+            stream.unlock()
+            os._exit(70 if os.getppid() == ppid else 71)
+        result = _result(ending, run, node)
+        stream.add("end", result)
+        return result
+    finally:
+        if run is not None and run.log_fd >= 0:
+            os.close(run.log_fd)
+            run.log_fd = -1
+        stream.unlock()
+        signal.set_wakeup_fd(old_wakeup)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.close(wake_r)
+        os.close(wake_w)
+        _signal_seen = None
