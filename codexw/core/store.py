@@ -854,6 +854,22 @@ def _store_error(path: os.PathLike[str] | str, exc: sqlite3.DatabaseError) -> St
             f"cannot write the registry {path} ({text})",
             "make the state directory writable or set CODEXW_STATE_DIR",
         )
-    if "disk" in text and "full" in text:
-        return StoreError(f"no space left for the registry {path}", "free some disk space")
+    if "disk" in text and ("full" in text or _disk_full(path)):
+        return StoreError(
+            f"no space left for the registry {path}",
+            f"free some disk space (df -h {os.path.dirname(path)})",
+        )
+    if "disk I/O error" in text:
+        return StoreError(
+            f"cannot read or write the registry {path} (disk I/O error)",
+            "check that its disk is healthy, not full and writable",
+        )
     return StoreError(f"registry error in {path}: {text}")
+
+
+def _disk_full(path: os.PathLike[str] | str) -> bool:
+    """SQLite reports a full disk under its shared-memory file as a mere I/O error."""
+    try:
+        return os.statvfs(os.path.dirname(path)).f_bavail == 0
+    except OSError:
+        return False
