@@ -1,0 +1,118 @@
+"""The safe-file primitives cleanup is built on, and how cleanup reads its options."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from codexw.core import archive
+from codexw.core.archive import Dir, UnsafePath
+from codexw.core.errors import BusyError, UsageError
+from codexw.services.cleanup import CleanupRequest, _numbered, _plan
+
+NOW = 1_800_000_000.0
+
+
+def test_copy_is_gzipped_with_the_originals_mode_and_mtime(tmp_path: Path) -> None:
+    src = tmp_path / "r_codex_task.md"
+    src.write_bytes(b"# report\n" * 1000)
+    os.chmod(src, 0o640)
+    os.utime(src, ns=(1_600_000_000_123_456_789,) * 2)
+    with Dir.open(str(tmp_path)) as d, d.open_file(src.name) as fh:
+        st = os.fstat(fh.fileno())
+        tmp = archive.write_copy(d, fh, compress=True, token="t1", name=src.name,
+                                 mode=st.st_mode, mtime_ns=st.st_mtime_ns)
+        assert archive.publish(d, tmp, src.name + ".gz")
+    packed = tmp_path / (src.name + ".gz")
+    assert gzip.decompress(packed.read_bytes()) == src.read_bytes()
+    assert packed.stat().st_mtime_ns == 1_600_000_000_123_456_789
+    assert packed.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name, packed.name]  # no tmp left
+
+
+def test_publish_never_overwrites_unless_asked(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("first")
+    with Dir.open(str(tmp_path)) as d:
+        tmp = archive.write_copy(d, io.BytesIO(b"second"), compress=False, token="t", name="x",
+                                 mode=0o644, mtime_ns=0)
+        assert not archive.publish(d, tmp, "taken")
+        assert (tmp_path / "taken").read_text() == "first"
+        tmp = archive.write_copy(d, io.BytesIO(b"second"), compress=False, token="t", name="x",
+                                 mode=0o644, mtime_ns=0)
+        assert archive.publish(d, tmp, "taken", replace=True)
+    assert (tmp_path / "taken").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_links_are_refused_not_followed(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "file").write_text("x")
+    (tmp_path / "dirlink").symlink_to(real, target_is_directory=True)
+    (tmp_path / "filelink").symlink_to(real / "file")
+    with Dir.open(str(tmp_path)) as d:
+        with pytest.raises(UnsafePath):
+            d.sub("dirlink")
+        with pytest.raises(UnsafePath):
+            d.sub("dirlink", create=True)
+        with pytest.raises(OSError) as err:
+            d.open_file("filelink")
+        assert err.value.errno == errno.ELOOP
+        assert "filelink" not in d.files() and d.subdirs() == ["real"]
+        assert d.unlink("filelink")  # removes the link, not its target
+    assert (real / "file").read_text() == "x"
+
+
+def test_same_content_compares_plain_and_gzipped_streams(tmp_path: Path) -> None:
+    data = os.urandom(200_000)
+    packed = gzip.compress(data)
+    same = archive.same_content
+    assert same(io.BytesIO(data), archive.content(io.BytesIO(packed), True))
+    assert not same(io.BytesIO(data + b"x"), archive.content(io.BytesIO(packed), True))
+    assert not same(io.BytesIO(data), archive.content(io.BytesIO(packed[:-20]), True))
+    assert not same(io.BytesIO(data), archive.content(io.BytesIO(b"not gzip"), True))
+    assert archive.gzip_size(io.BytesIO(b"a" * 100_000)) < 1000
+
+
+def test_lock_gives_up_naming_the_holder(tmp_path: Path) -> None:
+    lock = tmp_path / "cleanup.lock"
+    with archive.exclusive_lock(lock, wait=0):
+        with pytest.raises(BusyError) as err, archive.exclusive_lock(lock, wait=0.1):
+            pass
+        assert f"pid {os.getpid()}" in str(err.value) and err.value.exit_code == 1
+    with archive.exclusive_lock(lock, wait=0):  # released
+        pass
+
+
+def test_stale_temporary_files_are_those_of_other_runs() -> None:
+    assert archive.is_stale_tmp(".cleanup-123abc-0f0f.tmp", "999")
+    assert not archive.is_stale_tmp(".cleanup-999-0f0f.tmp", "999")
+    assert not archive.is_stale_tmp(".20250101_000000_1_codex_task.md.ab12.tmp", "999")
+
+
+def test_numbered_names_keep_the_report_suffix() -> None:
+    assert _numbered("20250101_000000_42_codex_task.md.gz", 2) == "20250101_000000_42_2_codex_task.md.gz"
+    assert _numbered("7.jsonl.gz", 3) == "7.jsonl.3.gz"
+
+
+def test_options_default_age_and_what_runs() -> None:
+    plan = _plan(CleanupRequest(), NOW)
+    assert plan.age_cutoff == NOW - 7 * 86400 and plan.archive_step
+    assert _plan(CleanupRequest(age="36h"), NOW).age_cutoff == NOW - 36 * 3600
+    assert _plan(CleanupRequest(age="14"), NOW).age_cutoff == NOW - 14 * 86400
+    keep = _plan(CleanupRequest(keep=5), NOW)
+    assert keep.age_cutoff is None and keep.keep == 5
+    only_delete = _plan(CleanupRequest(delete_archives_older="180"), NOW)
+    assert not only_delete.archive_step and only_delete.delete_cutoff == NOW - 180 * 86400
+    both = _plan(CleanupRequest(delete_archives_older="180", age="7"), NOW)
+    assert both.archive_step
+    for bad in (CleanupRequest(all_projects=True, root="/x"), CleanupRequest(keep=-1),
+                CleanupRequest(job_type="archive"), CleanupRequest(job_type="Bad Type"),
+                CleanupRequest(age="0"), CleanupRequest(age="7 days")):
+        with pytest.raises(UsageError):
+            _plan(bad, NOW)
