@@ -1,0 +1,95 @@
+"""Files a run changed (git status before/after) and the argv and usage of a resumed run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from codexw.core import gitdelta
+from codexw.core.codex import RunSummary, build_argv
+from codexw.core.models import JobSpec
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={**os.environ, **GIT_ENV})
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    root = tmp_path / "repo"
+    (root / "sub").mkdir(parents=True)
+    git(root, "init", "-q")
+    for name in ("kept", "dirty", "gone"):
+        (root / name).write_text(name + "\n")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "init")
+    (root / "dirty").write_text("dirty before the run\n")
+    return root
+
+
+def test_delta_lists_added_updated_deleted_and_committed_files(repo: Path) -> None:
+    before = gitdelta.snapshot(str(repo / "sub"))
+    assert before is not None and set(before.entries) == {"dirty"}
+    (repo / "sub" / "new.txt").write_text("x")
+    (repo / "dirty").write_text("changed again, still dirty, longer\n")
+    (repo / "gone").unlink()
+    (repo / ".codexw" / "workers").mkdir(parents=True)
+    (repo / ".codexw" / "workers" / "r_TEMP_1_codex_task.md").write_text("report")
+    (repo / "committed").write_text("c")
+    git(repo, "add", "committed")
+    git(repo, "commit", "-q", "-m", "by the agent")
+    changed = gitdelta.changed_files(before, str(repo / "sub"))
+    assert changed == {
+        "new.txt": "add",
+        str(repo / "dirty"): "update",
+        str(repo / "gone"): "delete",
+        str(repo / "committed"): "add",
+    }
+
+
+def test_nothing_changed_means_no_files(repo: Path) -> None:
+    before = gitdelta.snapshot(str(repo))
+    assert gitdelta.changed_files(before, str(repo)) == {}
+
+
+def test_outside_a_repository_there_is_no_snapshot(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert gitdelta.snapshot(str(plain)) is None
+    assert gitdelta.changed_files(None, str(plain)) == {}
+
+
+def _spec(tmp_path: Path, **kw: object) -> JobSpec:
+    (tmp_path / ".git").mkdir(exist_ok=True)
+    values: dict[str, object] = dict(task="t", level="high", type="workers", cwd=str(tmp_path),
+                                     project=str(tmp_path), codex_bin="/bin/codex")
+    values.update(kw)
+    return JobSpec(**values)  # type: ignore[arg-type]
+
+
+def test_resume_puts_every_exec_option_before_the_subcommand(tmp_path: Path) -> None:
+    argv = build_argv(_spec(tmp_path, resume_thread="th-1", resume_of=1, model="m",
+                            codex_args=("--add-dir", "/x", "-p", "fast")))
+    at = argv.index("resume")
+    assert argv[at:] == ["resume", "th-1", "-"]
+    for option in ("--json", "-s", "-C", "-m", "--add-dir", "-p"):
+        assert argv.index(option) < at
+    assert argv[argv.index("-s") + 1] == "workspace-write"
+
+
+def test_a_resumed_run_counts_only_its_own_tokens() -> None:
+    summary = RunSummary(usage_baseline={"input_tokens": 100, "output_tokens": 20})
+    summary.feed({"type": "turn.completed", "usage": {
+        "input_tokens": 107, "cached_input_tokens": 4, "output_tokens": 23,
+        "reasoning_output_tokens": 1}})
+    assert summary.usage == {"input_tokens": 7, "cached_input_tokens": 4, "output_tokens": 3,
+                             "reasoning_output_tokens": 1}
