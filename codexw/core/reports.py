@@ -247,8 +247,11 @@ def check_template(template: Path) -> None:
 
     digest = hashlib.sha256(content).hexdigest()
     marker = paths.state_dir() / "templates-checked" / digest
-    if marker.exists():
-        return
+    try:
+        if marker.exists():
+            return
+    except OSError:  # an unreadable state dir: check the template, the registry says the rest
+        pass
     from codexw.core.models import JobSpec, JobState
 
     sample = Job(
