@@ -254,7 +254,7 @@ class Store:
             directory = paths.ensure_state_dir()
         except OSError as exc:
             raise StoreError(
-                f"cannot create the state directory {paths.state_dir()}: {exc.strerror}",
+                f"cannot create or enter the state directory {paths.state_dir()}: {exc.strerror}",
                 "make it writable or point CODEXW_STATE_DIR somewhere else",
             ) from None
         path = directory / "codexw.db"
