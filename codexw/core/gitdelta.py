@@ -55,12 +55,25 @@ def _stat(path: str) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
+def _nearest_git_root(cwd: str) -> str | None:
+    here = os.path.realpath(cwd)
+    while True:
+        if os.path.exists(os.path.join(here, ".git")):
+            return here
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
+
+
 def snapshot(cwd: str) -> Snapshot | None:
     """The working tree's state, or None outside a git repository / without git."""
     top = _git(cwd, "rev-parse", "--show-toplevel")
     if not top:
         return None
     top_dir = top.decode("utf-8", "surrogateescape").strip()
+    if os.path.realpath(top_dir) != _nearest_git_root(cwd):
+        return None  # e.g. a stray `.git` that git skipped on its way up: not our project
     out = _git(cwd, "status", "--porcelain=v1", "-z", "--untracked-files=all",
                "--ignore-submodules=all")
     if out is None:

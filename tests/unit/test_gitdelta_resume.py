@@ -93,3 +93,9 @@ def test_a_resumed_run_counts_only_its_own_tokens() -> None:
         "reasoning_output_tokens": 1}})
     assert summary.usage == {"input_tokens": 7, "cached_input_tokens": 4, "output_tokens": 3,
                              "reasoning_output_tokens": 1}
+
+
+def test_a_stray_git_dir_inside_a_repository_is_not_the_project(repo: Path) -> None:
+    inner = repo / "sub" / "inner"
+    (inner / ".git").mkdir(parents=True)  # not a repository: git would walk past it
+    assert gitdelta.snapshot(str(inner)) is None
