@@ -90,7 +90,7 @@ def check(req: WorkerRequest) -> WorkerPlan:
     hard_limit = max_job_time + kill_grace + 5.0
     visibility = _duration(req.visibility_timeout, "--visibility-timeout",
                            max_job_time + kill_grace + 60.0)
-    if visibility < hard_limit + 5.0:
+    if visibility <= hard_limit:
         raise UsageError(
             f"--visibility-timeout {visibility:g}s is not longer than the longest job"
             f" ({hard_limit:g}s: --max-job-time plus --kill-grace plus 5s)",
