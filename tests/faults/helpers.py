@@ -125,21 +125,14 @@ def read_only(path: Path) -> Iterator[Path]:
 def fill_disk(directory: Path) -> Path:
     """Fill the file system of `directory` to the last byte; returns the filler file."""
     filler = directory / "filler"
-    with open(filler, "wb") as fh:
-        block = b"\0" * (1 << 16)
-        try:
-            while True:
-                fh.write(block)
-                fh.flush()
-        except OSError:
-            pass
-        small = b"\0" * 512
-        try:
-            while True:
-                fh.write(small)
-                fh.flush()
-        except OSError:
-            pass
+    with open(filler, "wb", buffering=0) as fh:
+        for size in (1 << 16, 512):
+            block = b"\0" * size
+            try:
+                while True:
+                    fh.write(block)
+            except OSError:
+                pass
     return filler
 
 
