@@ -70,7 +70,7 @@ class Sandbox:
         proc = subprocess.run([PY, "-m", "codexw", *args], cwd=self.project, env=self.env,
                               capture_output=True, input=input)
         if check and proc.returncode != 0:
-            raise RuntimeError(f"codexw {' '.join(args)}: {proc.stderr.decode()}")
+            raise RuntimeError(f"codexw {' '.join(args)}: {proc.stderr.decode()}{proc.stdout.decode()[-2000:]}")
         return proc
 
     def close(self) -> None:
