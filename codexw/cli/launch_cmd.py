@@ -104,8 +104,8 @@ def launch(
     request = (
         LaunchRequest(
             task=task,
-            level=pos_level or level,
-            type=pos_type or job_type,
+            level=pos_level if pos_level is not None else level,  # "" is refused, not ignored
+            type=pos_type if pos_type is not None else job_type,
             model=model,
             sandbox=sandbox,
             cwd=cd,
