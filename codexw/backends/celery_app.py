@@ -102,8 +102,8 @@ def _run_job(task: Any, payload: dict[str, Any]) -> dict[str, Any]:
             payload, task_id=task.request.id, node=task.request.hostname or "?", settings=SETTINGS
         )
     except worker_run.Busy:
-        # Another delivery of this task still runs it: look again when its lock would
-        # have run out if that delivery were dead.
+        # Another delivery of this task still runs it (or Redis did not answer): look
+        # again when its lock would have run out if that delivery were dead.
         raise task.retry(countdown=protocol.LOCK_TTL, max_retries=None) from None
 
 

@@ -76,6 +76,10 @@ class Client:
                 entries.append((entry_id.decode(), kind, protocol.decode(fields[b"data"])))
         return entries
 
+    def trim(self, task_id: str) -> None:
+        """Keep only the `end` entry: enough for a late redelivery to return the result."""
+        self.redis.xtrim(protocol.events_key(task_id), maxlen=1)
+
     def state(self, task_id: str) -> tuple[str, Any]:
         result = self.app.AsyncResult(task_id)
         return result.state, result.info
@@ -146,8 +150,9 @@ class RemoteRun:
                 entries = client.read(task_id, after, block_ms=1000)
                 broker_down_since = None
             except Exception as exc:
-                broker_down_since = broker_down_since or time.monotonic()
-                self.set_action(f"broker unreachable since {time.strftime('%H:%M:%S')}: {exc}")
+                broker_down_since = broker_down_since or time.time()
+                since = time.strftime("%H:%M:%S", time.localtime(broker_down_since))
+                self.set_action(f"broker unreachable since {since}: {exc}")
                 time.sleep(1.0)
                 continue
             for entry_id, kind, data in entries:
@@ -158,6 +163,10 @@ class RemoteRun:
                     self.on_lines(data)
                 elif kind == "end":
                     self.result = data
+                    try:
+                        client.trim(task_id)
+                    except Exception:
+                        pass  # the stream expires anyway
                     return self.ending_from_result(data)
             self.flush()
             if time.monotonic() >= next_state_check:

@@ -28,7 +28,8 @@ _signal_seen: int | None = None
 
 
 class Busy(Exception):
-    """Another delivery of the same task holds its lock."""
+    """Another delivery of the same task holds its lock, or Redis did not answer before
+    anything ran: the task is tried again later."""
 
 
 def _on_signal(signum: int, _frame: object) -> None:
@@ -226,22 +227,43 @@ def _client(url: str) -> redis.Redis:
     return _clients[pid]
 
 
+def _add_end(stream: Stream, result: dict[str, Any], patience: float = 60.0) -> None:
+    """The `end` entry is the outcome: try hard to write it through a Redis blip."""
+    deadline = time.monotonic() + patience
+    delay = 0.5
+    while True:
+        try:
+            stream.add("end", result)
+            return
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def execute(payload: dict[str, Any], *, task_id: str, node: str, settings: WorkerSettings) -> dict[str, Any]:
     """Run the job once for this task, or return the result an earlier delivery recorded."""
     global _signal_seen
     stream = Stream(_client(settings.broker_url), task_id)
-    done = stream.finished()
-    if done is not None:
-        return done
-    if stream.kill_requested():
-        result = _result(Ending(JobState.KILLED, "killed by `codexw kill` before it started"),
-                         None, node)
-        stream.add("end", result)
-        return result
-    if not stream.lock():
-        raise Busy(task_id)
+    try:
+        done = stream.finished()
+        if done is not None:
+            return done
+        if stream.kill_requested():
+            result = _result(Ending(JobState.KILLED, "killed by `codexw kill` before it started"),
+                             None, node)
+            stream.add("end", result)
+            return result
+        if not stream.lock():
+            raise Busy(task_id)
+    except redis.RedisError as exc:
+        raise Busy(f"{task_id}: {exc}") from None
     _signal_seen = None
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # SIGTERM only: it is what a revoke with terminate, a hard time limit and the death
+    # of the worker (see celery_app._pool_process_init) send. SIGINT stays ignored as
+    # Celery set it, so Ctrl-C on a worker is a warm shutdown that lets jobs finish.
+    previous = signal.signal(signal.SIGTERM, _on_signal)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -272,7 +294,7 @@ def execute(payload: dict[str, Any], *, task_id: str, node: str, settings: Worke
             stream.unlock()
             os._exit(70 if os.getppid() == ppid else 71)
         result = _result(ending, run, node)
-        stream.add("end", result)
+        _add_end(stream, result)
         return result
     finally:
         if run is not None and run.log_fd >= 0:
@@ -280,8 +302,7 @@ def execute(payload: dict[str, Any], *, task_id: str, node: str, settings: Worke
             run.log_fd = -1
         stream.unlock()
         signal.set_wakeup_fd(old_wakeup)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         os.close(wake_r)
         os.close(wake_w)
         _signal_seen = None
