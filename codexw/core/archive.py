@@ -69,18 +69,11 @@ class Dir:
     def join(self, name: str) -> str:
         return os.path.join(self.path, name)
 
-    def files(self) -> dict[str, os.stat_result]:
-        """Regular files here (lstat: a symbolic link is not a file)."""
-        found = {}
+    def files(self) -> dict[str, os.DirEntry[str]]:
+        """Regular files here (by d_type or lstat: a symbolic link is not a file). Their
+        `stat(follow_symlinks=False)` is taken only when asked for, and then cached."""
         with os.scandir(self.fd) as entries:
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    found[entry.name] = st
-        return found
+            return {e.name: e for e in entries if e.is_file(follow_symlinks=False)}
 
     def subdirs(self) -> list[str]:
         with os.scandir(self.fd) as entries:
@@ -159,6 +152,17 @@ def same_content(a: IO[bytes], b: IO[bytes]) -> bool:
         return False
 
 
+def intact_gzip(fh: IO[bytes]) -> bool:
+    """A complete, non-empty gzip stream (what a crash of the machine can leave is not)."""
+    try:
+        with gzip.GzipFile(fileobj=fh, mode="rb") as packed:
+            while packed.read(CHUNK):
+                pass
+        return fh.tell() > 0
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
 def gzip_size(src: IO[bytes]) -> int:
     """How big `src` would be gzipped (for --dry-run; nothing is written)."""
     packer = zlib.compressobj(6, zlib.DEFLATED, 31)
@@ -170,10 +174,11 @@ def gzip_size(src: IO[bytes]) -> int:
 
 def write_copy(
     directory: Dir, src: IO[bytes], *, compress: bool, token: str, name: str,
-    mode: int, mtime_ns: int,
+    mode: int, mtime_ns: int, durable: bool = True,
 ) -> str:
     """Write `src` (gzipped if asked) to a new temporary file in `directory`, with the
-    original's permissions and mtime, and fsync it. Returns the temporary name."""
+    original's permissions and mtime, and fsync it (unless the caller makes a whole
+    batch durable at once with `sync_filesystems`). Returns the temporary name."""
     tmp = f"{TMP_PREFIX}{token}-{secrets.token_hex(4)}.tmp"
     fd = os.open(
         tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
@@ -191,29 +196,63 @@ def write_copy(
             out.flush()
             os.fchmod(out.fileno(), stat.S_IMODE(mode))
             os.utime(out.fileno(), ns=(mtime_ns, mtime_ns))
-            os.fsync(out.fileno())
+            if durable:
+                os.fsync(out.fileno())
     except BaseException:
         directory.unlink(tmp)
         raise
     return tmp
 
 
-def publish(directory: Dir, tmp: str, name: str, replace: bool = False) -> bool:
+def publish(
+    directory: Dir, tmp: str, name: str, replace: bool = False, durable: bool = True
+) -> bool:
     """Give the finished temporary file its name. Without `replace`, an existing name is
     never overwritten: returns False and the temporary file is dropped."""
     try:
         if replace:
             os.replace(tmp, name, src_dir_fd=directory.fd, dst_dir_fd=directory.fd)
+        else:
+            try:
+                os.link(tmp, name, src_dir_fd=directory.fd, dst_dir_fd=directory.fd)
+            except FileExistsError:
+                return False
+        if durable:
             directory.fsync()
-            return True
-        try:
-            os.link(tmp, name, src_dir_fd=directory.fd, dst_dir_fd=directory.fd)
-        except FileExistsError:
-            return False
-        directory.fsync()
         return True
     finally:
         directory.unlink(tmp)
+
+
+_syncfs: object = None
+
+
+def sync_filesystems(directories: list[Dir]) -> None:
+    """Make everything written under these directories durable at once: syncfs(2) on
+    each filesystem (Linux; a write-back error raises), else sync(2) and fsync."""
+    global _syncfs
+    if _syncfs is None:
+        try:
+            import ctypes
+
+            _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        except (OSError, AttributeError):
+            _syncfs = False
+    if not _syncfs:
+        os.sync()
+        for directory in directories:
+            directory.fsync()
+        return
+    import ctypes
+
+    seen: set[int] = set()
+    for directory in directories:
+        device = os.fstat(directory.fd).st_dev
+        if device not in seen:
+            seen.add(device)
+            if _syncfs(directory.fd) != 0:  # type: ignore[operator]
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), directory.path)
 
 
 def is_stale_tmp(name: str, token: str) -> bool:

@@ -335,12 +335,13 @@ class Crash(BaseException):
     """Stands for the process dying at this point."""
 
 
-@pytest.mark.parametrize("step", ["written", "linked", "recorded"])
+@pytest.mark.parametrize("step", ["written", "linked", "synced", "recorded"])
 def test_interrupted_archive_is_finished_by_the_next_run(
     cx: Env, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
     from codexw.core import archive
     from codexw.services import cleanup as svc
+    from codexw.services import cleanup_work as work
 
     jobs = run_jobs(cx, ["a", "b"])
     age(cx, [j["id"] for j in jobs], 10)
@@ -357,12 +358,13 @@ def test_interrupted_archive_is_finished_by_the_next_run(
             raise Crash(step)
         return wrapper
 
-    # written: the .gz is a temporary file; linked: the archive is in place, the registry
-    # still names the original; recorded: the registry names the archive, the original is
-    # still there.
+    # written: the .gz is a temporary file; linked: the copy is in place, the registry
+    # still names the original; synced: the same, made durable; recorded: the registry
+    # names the copy, the original is still there.
     where, name, when = {"written": (archive, "write_copy", crash_after),
-                         "linked": (svc, "_publish", crash_after),
-                         "recorded": (svc, "_remove_original", crash_before)}[step]
+                         "linked": (work, "_publish", crash_after),
+                         "synced": (work, "_barrier", crash_after),
+                         "recorded": (work, "_remove_original", crash_before)}[step]
     with monkeypatch.context() as patch:
         patch.setattr(where, name, when(getattr(where, name)))
         with pytest.raises(Crash):
@@ -388,6 +390,30 @@ def test_interrupted_archive_is_finished_by_the_next_run(
     leftovers += [p for p in (cx.state / "logs").iterdir() if p.name.startswith(".cleanup-")]
     assert leftovers == []
     assert len(list((cx.project / ".codexw").rglob("*.md.gz"))) == 2
+
+
+def test_what_a_machine_crash_can_leave_is_repaired(cx: Env) -> None:
+    a, b = run_jobs(cx, ["a", "b"])
+    age(cx, [a["id"], b["id"]], 10)
+    texts = {j["id"]: Path(j["report_path"]).read_bytes() for j in (a, b)}
+    cleanup(cx, "--age", "7")
+    # a: the copy was linked but its data never reached the disk; the original and the
+    # registry are as before. b: the registry's last write was lost after the original went.
+    packed_a = archive_path(cx, a)
+    Path(a["report_path"]).write_bytes(texts[a["id"]])
+    packed_a.write_bytes(packed_a.read_bytes()[:10])
+    with cx.db() as db:
+        db.execute("UPDATE jobs SET report_path = ? WHERE id = ?", (a["report_path"], a["id"]))
+        db.execute("UPDATE jobs SET report_path = ? WHERE id = ?", (b["report_path"], b["id"]))
+    db.close()
+
+    data = cleanup(cx, "--age", "7")
+
+    assert data["ok"] and data["repaired"] == 1 and data["archived"] == 1
+    for job in (a, b):
+        packed = archive_path(cx, job)
+        assert cx.job(job["id"])["report_path"] == str(packed)
+        assert gunzip(packed) == texts[job["id"]] and not Path(job["report_path"]).exists()
 
 
 def test_a_second_cleanup_waits_for_the_first_or_gives_up(cx: Env) -> None:

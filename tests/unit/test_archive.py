@@ -13,7 +13,8 @@ import pytest
 from codexw.core import archive
 from codexw.core.archive import Dir, UnsafePath
 from codexw.core.errors import BusyError, UsageError
-from codexw.services.cleanup import CleanupRequest, _numbered, _plan
+from codexw.services.cleanup import CleanupRequest, _plan
+from codexw.services.cleanup_work import _numbered
 
 NOW = 1_800_000_000.0
 
@@ -111,8 +112,10 @@ def test_options_default_age_and_what_runs() -> None:
     assert not only_delete.archive_step and only_delete.delete_cutoff == NOW - 180 * 86400
     both = _plan(CleanupRequest(delete_archives_older="180", age="7"), NOW)
     assert both.archive_step
+    assert _plan(CleanupRequest(age="0"), NOW).age_cutoff == NOW  # everything that ended
+    assert _plan(CleanupRequest(age="0h"), NOW).age_cutoff == NOW
     for bad in (CleanupRequest(all_projects=True, root="/x"), CleanupRequest(keep=-1),
                 CleanupRequest(job_type="archive"), CleanupRequest(job_type="Bad Type"),
-                CleanupRequest(age="0"), CleanupRequest(age="7 days")):
+                CleanupRequest(age="-1"), CleanupRequest(age="7 days")):
         with pytest.raises(UsageError):
             _plan(bad, NOW)
