@@ -430,3 +430,51 @@ def test_kill_before_a_worker_takes_it_then_a_worker_in_its_workspace(
     assert [r for r in cx.fake_runs() if "never runs" in r["prompt"]] == []
     assert not (cx.project / "never.txt").exists() and not (workspace / "never.txt").exists()
     assert cx.job(data["job_id"])["host"] == "w1@test"
+
+
+# -- retries, follow-ups, a lost remote runner ---------------------------------------------
+
+
+def test_remote_retry_and_continue_run_on_the_workers(
+    cx: Env, workers: StartWorker, redis_url: str
+) -> None:
+    workers("w1")
+    data = cx.launch("@fake fail-first 1 429\nflaky", "--retries", "1", *_remote(redis_url))
+    assert cx.run("wait", str(data["job_id"])).returncode == 0
+    first = cx.job(data["job_id"])
+    assert first["state"] == "failed" and "429" in first["reason"]
+    (retry,) = [j for j in json.loads(cx.ok("status", "--json", "--all").stdout)["jobs"]
+                if j["retry_of"] == first["id"]]
+    assert retry["state"] == "succeeded" and retry["backend"] == "celery"
+    assert retry["host"] == "w1@test" and retry["celery_task_id"] != first["celery_task_id"]
+    # A follow-up resumes the conversation on the workers (where its session lives).
+    out = json.loads(cx.ok("continue", "--json", str(retry["id"]), "and now tests").stdout)
+    follow_id = out["job_id"]
+    assert cx.run("wait", str(follow_id)).returncode == 0
+    follow = cx.job(follow_id)
+    assert follow["backend"] == "celery" and follow["host"] == "w1@test"
+    assert follow["thread_id"] == retry["thread_id"]
+    # codex reports the thread's total; the follow-up is charged only its own turn.
+    assert follow["tokens"]["input_tokens"] == 100
+    resumed = [r for r in cx.fake_runs() if r["resume"]]
+    assert len(resumed) == 1 and resumed[0]["resume"] == retry["thread_id"]
+
+
+def test_lost_remote_runner_stops_the_job_on_the_worker(
+    cx: Env, workers: StartWorker, redis_url: str
+) -> None:
+    worker = workers("w1")
+    data = cx.launch("@fake sleep 60\norphaned", *_remote(redis_url))
+    job_id = data["job_id"]
+    job = _wait_running(cx, job_id)
+    wait_until(lambda: cx.fake_runs(), timeout=30, what="codex to start")
+    codex_pid = cx.fake_runs()[0]["pid"]
+    os.kill(job["runner_pid"], signal.SIGKILL)
+    wait_until(lambda: _gone(job["runner_pid"]), timeout=30, what="the remote runner to die")
+    # The next command sees the runner gone: the job is lost and its task flagged and
+    # revoked, so the worker stops codex's group.
+    job = cx.job(job_id)
+    assert job["state"] == "lost" and "ended without recording an outcome" in job["reason"]
+    wait_until(lambda: _gone(codex_pid), timeout=30, what="the worker to stop codex")
+    assert worker.proc.poll() is None
+    _no_fake_codex_left(cx)
