@@ -321,6 +321,14 @@ def conversation_of(store: Store, job_id: int) -> Job:
         )
     for attempt in reversed(attempts or [job]):
         if attempt.thread_id:
+            busy = [j for j in store.active_jobs() + store.queued_jobs()
+                    if attempt.thread_id in (j.thread_id, j.spec.resume_thread)]
+            if busy:
+                raise UsageError(
+                    f"job {busy[0].id} is already {busy[0].state.value} in this conversation:"
+                    " it takes one turn at a time",
+                    f"wait for it first (codexw wait {busy[0].id}), then continue job {busy[0].id}",
+                )
             return attempt
     raise UsageError(
         f"job {job_id} has no codex conversation to continue (it never started a thread)",

@@ -35,8 +35,9 @@ def test_continue_reads_the_follow_up_from_a_file_or_stdin(cx: Env) -> None:
     follow = cx.tmp / "follow.md"
     follow.write_text("from a file")
     cx.ok("continue", "1", "-f", str(follow))
-    cx.ok("continue", "1", input="from stdin")
-    assert cx.run("wait", "2", "3").returncode == 0
+    assert cx.run("wait", "2").returncode == 0
+    cx.ok("continue", "2", input="from stdin")
+    assert cx.run("wait", "3").returncode == 0
     prompts = [r["prompt"] for r in cx.fake_runs()[1:]]
     assert prompts[0].startswith("from a file") and prompts[1].startswith("from stdin")
 
@@ -50,9 +51,16 @@ def test_continue_refuses_what_it_cannot_resume(cx: Env) -> None:
     empty = cx.run("continue", "1")
     assert empty.returncode == 2 and "no follow-up" in empty.stderr
     cx.ok("kill", "1")
-    cx.launch("x", "--codex-arg", "--ephemeral")
+    cx.launch("y")
     assert cx.run("wait", "2").returncode == 0
-    eph = cx.run("continue", "2", "more")
+    cx.ok("continue", "2", "@fake sleep 60")
+    wait_until(lambda: cx.job(3)["state"] == "running", what="job 3 running")
+    again = cx.run("continue", "2", "meanwhile")
+    assert again.returncode == 2 and "job 3 is already running in this conversation" in again.stderr
+    cx.ok("kill", "3")
+    cx.launch("x", "--codex-arg", "--ephemeral")
+    assert cx.run("wait", "4").returncode == 0
+    eph = cx.run("continue", "4", "more")
     assert eph.returncode == 2 and "--ephemeral" in eph.stderr
 
 
