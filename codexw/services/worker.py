@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from codexw.services import doctor
 
 DEFAULT_MAX_JOB_TIME = 4 * 3600.0
 DEFAULT_KILL_GRACE = 10.0
+LOG_RETENTION = 7 * 24 * 3600.0  # the worker's copies of event logs; the submitter keeps its own
 
 
 class NotLoggedInError(CodexMissingError):
@@ -152,11 +154,30 @@ def _check_broker(url: str) -> None:
                           "start Redis or check --broker / CODEXW_BROKER_URL") from None
 
 
+def prune_logs(directory: Path, now: float | None = None) -> int:
+    """Delete this worker's event logs older than LOG_RETENTION; returns how many."""
+    cutoff = (now or time.time()) - LOG_RETENTION
+    removed = 0
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                entry.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 def run(plan: WorkerPlan) -> None:
     """Consume the queue until the worker is stopped (blocks)."""
     from codexw.backends.celery_app import WorkerSettings, run_worker
 
     paths.ensure_state_dir()
+    prune_logs(Path(plan.log_dir))
     settings = WorkerSettings(
         broker_url=plan.broker_url,
         queue=plan.queue,

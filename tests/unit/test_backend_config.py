@@ -118,3 +118,19 @@ def test_help_and_a_local_launch_never_import_celery(cx: Env) -> None:
         capture_output=True, text=True, env=cx.env, timeout=60,
     )
     assert proc.stdout.strip() == "[]"
+
+
+def test_worker_prunes_only_its_old_event_logs(tmp_path) -> None:
+    import os
+    import time
+
+    from codexw.services.worker import LOG_RETENTION, prune_logs
+
+    old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
+    old.write_text("{}\n")
+    new.write_text("{}\n")
+    past = time.time() - LOG_RETENTION - 60
+    os.utime(old, (past, past))
+    assert prune_logs(tmp_path) == 1
+    assert not old.exists() and new.exists()
+    assert prune_logs(tmp_path / "missing") == 0
