@@ -303,7 +303,7 @@ def test_batch_bound_holds_across_two_workers(
     workers("w1", concurrency=2)
     workers("w2", concurrency=2)
     tasks = cx.project / "tasks.txt"
-    tasks.write_text("\n".join(f"@fake sleep 1.5 ;task {i}" for i in range(7)) + "\n")
+    tasks.write_text("\n".join(f"@fake sleep 3 ;task {i}" for i in range(7)) + "\n")
     proc = cx.run("batch", str(tasks), "-j", "3", *_remote(redis_url), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "7 succeeded, 0 failed of 7" in proc.stdout
