@@ -20,6 +20,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -67,7 +68,7 @@ class Dir:
         return Dir(fd, self.join(name))
 
     def join(self, name: str) -> str:
-        return os.path.join(self.path, name)
+        return f"{self.path}/{name}"
 
     def files(self) -> dict[str, os.DirEntry[str]]:
         """Regular files here (by d_type or lstat: a symbolic link is not a file). Their
@@ -172,56 +173,115 @@ def gzip_size(src: IO[bytes]) -> int:
     return size + len(packer.flush())
 
 
-def write_copy(
-    directory: Dir, src: IO[bytes], *, compress: bool, token: str, name: str,
-    mode: int, mtime_ns: int, durable: bool = True,
-) -> str:
-    """Write `src` (gzipped if asked) to a new temporary file in `directory`, with the
-    original's permissions and mtime, and fsync it (unless the caller makes a whole
-    batch durable at once with `sync_filesystems`). Returns the temporary name."""
+SMALL = 8 << 20  # files up to this size are gzipped in one piece, larger ones streamed
+# Unnamed files (O_TMPFILE) linked in through /proc: nothing to clean up after a crash.
+_tmpfile = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+
+
+@dataclass
+class Staged:
+    """A finished copy that has no name yet."""
+
+    fd: int
+    tmp: str | None  # a named temporary file where O_TMPFILE is not available
+    size: int
+
+
+def _new_file(directory: Dir, token: str) -> tuple[int, str | None]:
+    global _tmpfile
+    if _tmpfile:
+        try:
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=directory.fd)
+            return fd, None
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+            _tmpfile = False
     tmp = f"{TMP_PREFIX}{token}-{secrets.token_hex(4)}.tmp"
-    fd = os.open(
-        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-        dir_fd=directory.fd,
-    )
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(tmp, flags, 0o600, dir_fd=directory.fd), tmp
+
+
+def gzip_small(data: bytes, mtime: int) -> bytes:
+    """gzip in one piece, with a window no larger than the data: for small files most
+    of the cost of zlib is setting up a 32 kB window (any gzip reader reads the result)."""
+    bits = max(9, min(15, len(data).bit_length()))
+    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + bits, max(1, min(8, bits - 7)))
+    packed = bytearray(packer.compress(data) + packer.flush())
+    packed[4:8] = (mtime & 0xFFFFFFFF).to_bytes(4, "little")  # MTIME of the gzip header
+    return bytes(packed)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_copy(
+    directory: Dir, src: IO[bytes], *, compress: bool, token: str, mode: int, mtime_ns: int,
+    durable: bool = True,
+) -> Staged:
+    """Write `src` (gzipped if asked) to a new file in `directory` that has no name yet,
+    with the original's permissions and mtime; fsync it unless the caller makes a whole
+    batch durable at once (`sync_filesystems`). `publish` gives it its name."""
+    fd, tmp = _new_file(directory, token)
     try:
-        with os.fdopen(fd, "wb") as out:
+        size = os.fstat(src.fileno()).st_size
+        if size <= SMALL:
+            data = src.read()
             if compress:
-                with gzip.GzipFile(
-                    filename=name, mode="wb", fileobj=out, mtime=mtime_ns // 1_000_000_000
-                ) as packed:
-                    shutil.copyfileobj(src, packed, CHUNK)
-            else:
-                shutil.copyfileobj(src, out, CHUNK)
-            out.flush()
-            os.fchmod(out.fileno(), stat.S_IMODE(mode))
-            os.utime(out.fileno(), ns=(mtime_ns, mtime_ns))
-            if durable:
-                os.fsync(out.fileno())
+                data = gzip_small(data, mtime_ns // 1_000_000_000)
+            _write_all(fd, data)
+            written = len(data)
+        else:
+            with os.fdopen(os.dup(fd), "wb") as out:
+                if compress:
+                    with gzip.GzipFile(
+                        filename="", mode="wb", fileobj=out, mtime=mtime_ns // 1_000_000_000
+                    ) as packed:
+                        shutil.copyfileobj(src, packed, CHUNK)
+                else:
+                    shutil.copyfileobj(src, out, CHUNK)
+                written = out.tell()
+        os.fchmod(fd, stat.S_IMODE(mode))
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+        if durable:
+            os.fsync(fd)
     except BaseException:
-        directory.unlink(tmp)
+        os.close(fd)
+        if tmp is not None:
+            directory.unlink(tmp)
         raise
-    return tmp
+    return Staged(fd, tmp, written)
 
 
 def publish(
-    directory: Dir, tmp: str, name: str, replace: bool = False, durable: bool = True
+    directory: Dir, staged: Staged, name: str, replace: bool = False, durable: bool = True
 ) -> bool:
-    """Give the finished temporary file its name. Without `replace`, an existing name is
-    never overwritten: returns False and the temporary file is dropped."""
+    """Give the staged copy its name. Without `replace`, an existing name is never
+    overwritten: returns False and the copy is dropped."""
+    tmp = staged.tmp
     try:
+        if tmp is None and replace:  # an unnamed file cannot be renamed over a name
+            tmp = f"{TMP_PREFIX}r-{secrets.token_hex(6)}.tmp"
+            os.link(f"/proc/self/fd/{staged.fd}", tmp, dst_dir_fd=directory.fd)
         if replace:
             os.replace(tmp, name, src_dir_fd=directory.fd, dst_dir_fd=directory.fd)
         else:
+            source = tmp if tmp is not None else f"/proc/self/fd/{staged.fd}"
             try:
-                os.link(tmp, name, src_dir_fd=directory.fd, dst_dir_fd=directory.fd)
+                os.link(source, name, src_dir_fd=directory.fd if tmp is not None else None,
+                        dst_dir_fd=directory.fd)
             except FileExistsError:
                 return False
         if durable:
             directory.fsync()
         return True
     finally:
-        directory.unlink(tmp)
+        os.close(staged.fd)
+        if tmp is not None:
+            directory.unlink(tmp)
 
 
 _syncfs: object = None

@@ -1,9 +1,10 @@
 """The file work of `codexw cleanup`, in batches.
 
-For each batch of files: every copy is gzipped to a temporary name and linked into
+For each batch of files: every copy is gzipped into a new unnamed file and linked into
 place (never over another file); one durability barrier (syncfs) covers the batch;
 one registry transaction points the jobs at the copies; only then are the originals
-removed. A run that stops anywhere leaves each report in place, copied, or both, and
+removed. Copies and removals of a batch run in a few threads: on journalling
+filesystems each one mostly waits for the journal, and waits overlap. A run that stops anywhere leaves each report in place, copied, or both, and
 the next run recognises equal copies and finishes (a damaged copy, which only a crash
 of the machine can leave, is rewritten; a different file is never overwritten).
 """
@@ -14,8 +15,9 @@ import os
 import re
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import IO
 
 from codexw.core import archive, paths, process
@@ -33,6 +35,7 @@ from codexw.services.cleanup import (
 )
 
 BATCH = 500
+THREADS = 8
 LOG_KINDS = ("jsonl", "stderr.log", "runner.log")
 LOG_RE = re.compile(r"(\d+)\.(jsonl|stderr\.log|runner\.log)(\.gz)?")
 TEMP_RE = re.compile(r".*_TEMP_(\d+)_codex_task\.md(?:\.gz)?")
@@ -64,16 +67,22 @@ class _Report:
 
 @dataclass
 class _Move:
-    """A copy that is in place; the registry and the original follow at the flush."""
+    """One file to copy; the registry and the removal of the original follow at the
+    flush, for the whole batch."""
 
     action: Action
     src: Dir
     name: str
+    target: Dir
+    target_name: str
+    src_gz: bool
+    rename_clash: bool  # reports: a different file at the name → the next free name
     row: JobFiles | None
     registry_old: str | None
     log: bool
-    target: Dir
     index: _Index | None = None
+    final: str | None = None
+    problem: str | None = None
 
 
 class Worker:
@@ -106,9 +115,9 @@ class Worker:
                     self.missing(project)
                     continue
                 self.result.projects.append(project)
-                rows = self.project(project)
-                self.known_ids.update(r.id for r in rows)
-                self.job_logs(rows)
+                index = self.project(project)
+                self.known_ids.update(index.by_id)
+                self.job_logs(index)
             if self.plan.all_projects:
                 self.orphan_logs()
 
@@ -167,68 +176,85 @@ class Worker:
         moves, self.pending = self.pending, []
         if not moves:
             return
-        targets = list({id(m.target): m.target for m in moves}.values())
-        try:
-            _barrier(targets)
-        except OSError as exc:
+        with ThreadPoolExecutor(min(THREADS, len(moves))) as pool:
+            list(pool.map(self.copy, moves))
+            done = []
             for move in moves:
-                self.error(move.action.path, f"copy not made durable: {exc.strerror or exc}")
-            return
-        kept = _commit(self.store, moves)
-        sources: dict[int, Dir] = {}
-        for move in moves:
-            if id(move) in kept:
-                self.skip(move.action.path, "its job's record changed meanwhile: left in place")
-                continue
+                if move.problem is not None:
+                    self.error(move.action.path, move.problem)
+                elif move.final is not None:
+                    move.action.dest = move.target.join(move.final)
+                    done.append(move)
+            if not done:
+                return
             try:
-                _remove_original(move.src, move.name)
+                _barrier(list({id(m.target): m.target for m in done}.values()))
             except OSError as exc:
-                self.error(move.action.path, exc)
+                for move in done:
+                    self.error(move.action.path, f"copy not made durable: {exc.strerror or exc}")
+                return
+            kept = _commit(self.store, done)
+            for move in done:
+                if id(move) in kept:
+                    self.skip(move.action.path, "its job's record changed meanwhile: left in place")
+            done = [m for m in done if id(m) not in kept]
+            removed = list(pool.map(_remove_quietly, done))
+        for move, problem in zip(done, removed, strict=True):
+            if problem is not None:
+                self.error(move.action.path, problem)
                 continue
-            sources[id(move.src)] = move.src
             if move.log:
                 self.log_files.pop(move.name, None)
-                gz = os.path.basename(move.action.dest or "")
-                packed = move.target.lstat(gz)
-                if packed is not None:
-                    self.log_files[gz] = packed
+                packed = move.target.lstat(move.final or "")
+                if packed is not None and move.final:
+                    self.log_files[move.final] = packed
             elif move.row is not None and move.index is not None and move.action.dest:
                 move.index.moved_to(move.row, move.action.dest)
             self.act(move.action)
-        for directory in sources.values():
+        for directory in {id(m.src): m.src for m in done}.values():
             directory.fsync()
 
-    def copy(
-        self, src_dir: Dir, name: str, target: Dir, target_name: str, src_gz: bool, *,
-        rename_clash: bool, action: Action,
-    ) -> str | None:
-        """Put a gzipped copy of `name` at `target_name` (or at the next free name when a
-        different file holds it); returns the name used. An equal copy already there (an
-        interrupted run) is reused."""
-        with src_dir.open_file(name) as src:
-            st = os.fstat(src.fileno())
-            action.bytes_before = st.st_size
-            candidate = target_name
-            for n in range(2, 1000):
-                found = "free" if target.lstat(candidate) is None else _compare(
-                    target, candidate, src, src_gz)
-                src.seek(0)
-                if found == "same":
-                    action.kind, action.note = "repair", "finished an interrupted cleanup"
-                    return candidate
-                if found == "different" and rename_clash:
-                    candidate = _numbered(target_name, n)
-                    continue
-                tmp = archive.write_copy(
-                    target, src, compress=not src_gz, token=self.token, name=name,
-                    mode=st.st_mode, mtime_ns=st.st_mtime_ns, durable=False,
-                )
-                if _publish(target, tmp, candidate, replace=found != "free"):
-                    action.bytes_after = (target.lstat(candidate) or st).st_size
-                    return candidate
-                src.seek(0)  # someone else took the name meanwhile: look again
-        self.error(src_dir.join(name), "too many archived files with this name")
-        return None
+    def copy(self, move: _Move) -> None:
+        """(In a pool thread.) Put a gzipped copy of the file at its target name, or at
+        the next free name when a different file holds it; an equal copy already there
+        (an interrupted run) is reused, a damaged one rewritten. Sets move.final."""
+        action = move.action
+        try:
+            with move.src.open_file(move.name) as src:
+                st = os.fstat(src.fileno())
+                action.bytes_before = st.st_size
+                candidate = move.target_name
+                for n in range(2, 1000):
+                    staged = archive.write_copy(
+                        move.target, src, compress=not move.src_gz, token=self.token,
+                        mode=st.st_mode, mtime_ns=st.st_mtime_ns, durable=False,
+                    )
+                    if _publish(move.target, staged, candidate, replace=False):
+                        action.bytes_after = staged.size
+                        move.final = candidate
+                        return
+                    src.seek(0)
+                    found = _compare(move.target, candidate, src, move.src_gz)
+                    src.seek(0)
+                    if found == "same":
+                        action.kind, action.note = "repair", "finished an interrupted cleanup"
+                        action.bytes_after = 0
+                        move.final = candidate
+                        return
+                    if found == "different" and move.rename_clash:
+                        candidate = _numbered(move.target_name, n)
+                        continue
+                    staged = archive.write_copy(
+                        move.target, src, compress=not move.src_gz, token=self.token,
+                        mode=st.st_mode, mtime_ns=st.st_mtime_ns, durable=False,
+                    )
+                    _publish(move.target, staged, candidate, replace=True)
+                    action.bytes_after = staged.size
+                    move.final = candidate
+                    return
+            move.problem = "too many archived files with this name"
+        except OSError as exc:
+            move.problem = exc.strerror or str(exc)
 
     # -- missing projects --------------------------------------------------------------
 
@@ -255,7 +281,7 @@ class Worker:
 
     # -- reports -----------------------------------------------------------------------
 
-    def project(self, project: str) -> list[JobFiles]:
+    def project(self, project: str) -> _Index:
         """Archive/compress/delete one project's reports; returns its registry rows."""
         self.targets = {}
         with ExitStack() as stack:
@@ -264,9 +290,9 @@ class Worker:
                 codexw = top.sub(".codexw")
             except OSError as exc:
                 self.error(os.path.join(project, ".codexw"), exc)
-                return self.store.job_files(project)
+                return _Index(project, self.store.job_files(project))
             if codexw is None:
-                return self.store.job_files(project)
+                return _Index(project, self.store.job_files(project))
             stack.enter_context(codexw)
             types: dict[str, tuple[Dir, dict[str, Entry]]] = {}
             for name in codexw.subdirs():
@@ -306,7 +332,7 @@ class Worker:
                 for _dir, _files in self.archived(store_dir):
                     pass  # only drops temporary files of an interrupted cleanup
             self.targets = {}
-            return index.rows()
+            return index
 
     def classify(
         self, index: _Index, job_type: str, directory: Dir, files: dict[str, Entry]
@@ -354,7 +380,7 @@ class Worker:
         machine stopped before the registry's last write was durable): point at it."""
         prefix = codexw.join(job_type) + os.sep
         for row in index.rows():
-            path = row.report_path
+            path = index.report_path(row)
             if not path or not path.startswith(prefix) or not row.state.is_final:
                 continue
             name = path[len(prefix):]
@@ -439,15 +465,11 @@ class Worker:
                     index.moved_to(row, where)
                 return
             target = self.target(codexw, parts, stack, create=True) if parts else report.dir
-            final = self.copy(report.dir, report.name, target, target_name, is_gz,
-                              rename_clash=True, action=action)
         except OSError as exc:
             self.error(report.path, exc)
             return
-        if final is not None:
-            action.dest = target.join(final)
-            self.queue(_Move(action, report.dir, report.name, row, report.registry_old,
-                             False, target, index))
+        self.queue(_Move(action, report.dir, report.name, target, target_name, is_gz, True,
+                         row, report.registry_old, False, index))
 
     # -- archives ----------------------------------------------------------------------
 
@@ -520,17 +542,17 @@ class Worker:
 
     # -- logs --------------------------------------------------------------------------
 
-    def job_logs(self, rows: list[JobFiles]) -> None:
+    def job_logs(self, index: _Index) -> None:
         """Compress the logs of finished jobs (they follow their reports), then delete
         compressed logs past --delete-archives-older."""
         if self.logs is None:
             return
         plan = self.plan
-        mine = [r for r in rows if r.state.is_final
+        mine = [r for r in index.rows() if r.state.is_final
                 and (plan.job_type is None or r.type == plan.job_type)]
         if plan.archive_step:
             for row in mine:
-                if self.log_due(row):
+                if self.log_due(index.report_path(row), row):
                     for kind in LOG_KINDS:
                         if kind == "runner.log" and _runner_alive(row):
                             continue  # a runner lingers for retries: it still holds this file
@@ -545,10 +567,9 @@ class Worker:
                         if entry is not None:
                             self.delete_file(self.logs, name, row, "log", entry)
 
-    def log_due(self, row: JobFiles) -> bool:
+    def log_due(self, report: str | None, row: JobFiles) -> bool:
         """Logs follow the report: compressed once it is archived or compressed; a job
         without a report file goes by its end time."""
-        report = row.report_path
         if report is not None and (report.endswith(".gz") or f"/.codexw/{ARCHIVE}/" in report):
             return self.old_enough(row.ended_at, None)
         if report is not None and os.path.lexists(report):
@@ -569,19 +590,17 @@ class Worker:
                                 note="registry pointed at the removed original"))
             return
         action = Action("compress", "log", path, path + ".gz", row.id if row else None)
-        try:
-            if self.plan.dry_run:
+        if self.plan.dry_run:
+            try:
                 action.bytes_before, action.bytes_after = _estimate(self.logs, name, False)
-                self.act(action)
+            except OSError as exc:
+                self.error(path, exc)
                 return
-            final = self.copy(self.logs, name, self.logs, name + ".gz", False,
-                              rename_clash=False, action=action)
-        except OSError as exc:
-            self.error(path, exc)
+            self.act(action)
             return
-        if final is not None:
-            old = path if row is not None and row.log_path == path else None
-            self.queue(_Move(action, self.logs, name, row, old, True, self.logs))
+        old = path if row is not None and row.log_path == path else None
+        self.queue(_Move(action, self.logs, name, self.logs, name + ".gz", False, False,
+                         row, old, True))
 
     def orphan_logs(self) -> None:
         """Logs of jobs the registry does not know (any more): by their mtime."""
@@ -614,6 +633,7 @@ class _Index:
         self.by_path: dict[str, JobFiles] = {}
         self.moved: dict[tuple[str, str], tuple[JobFiles, str]] = {}
         self.base = os.path.join(project, ".codexw")
+        self.reports: dict[int, str] = {}  # where this run moved reports
         prefixes = []
         for row in rows:
             if row.report_path:
@@ -637,9 +657,11 @@ class _Index:
             self.moved[(rel[0], rel[1][:-3])] = (row, path)
 
     def moved_to(self, row: JobFiles, path: str) -> None:
-        updated = replace(row, report_path=path)
-        self.by_id[row.id] = updated
-        self._place(updated, path)
+        self.reports[row.id] = path
+        self._place(row, path)
+
+    def report_path(self, row: JobFiles) -> str | None:
+        return self.reports.get(row.id, row.report_path)
 
     def protected(self, name: str) -> bool:
         """A final report a still-running job may have just written (not yet recorded)."""
@@ -706,8 +728,8 @@ def _move_path(store: Store, row: JobFiles, log: bool, old: str | None, new: str
 # The steps of a batch, as functions so that tests can stop a run between them.
 
 
-def _publish(directory: Dir, tmp: str, name: str, replace: bool) -> bool:
-    return archive.publish(directory, tmp, name, replace=replace, durable=False)
+def _publish(directory: Dir, staged: archive.Staged, name: str, replace: bool) -> bool:
+    return archive.publish(directory, staged, name, replace=replace, durable=False)
 
 
 def _barrier(targets: list[Dir]) -> None:
@@ -729,3 +751,12 @@ def _commit(store: Store, moves: list[_Move]) -> set[int]:
 
 def _remove_original(directory: Dir, name: str) -> None:
     directory.unlink(name)
+
+
+def _remove_quietly(move: _Move) -> str | None:
+    """(In a pool thread.) Remove a move's original; the problem, if any."""
+    try:
+        _remove_original(move.src, move.name)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

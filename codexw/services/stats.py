@@ -170,14 +170,18 @@ def _disk_use(store: Store, result: Stats, projects: list[str]) -> None:
         entries = os.scandir(paths.logs_dir())
     except OSError:
         return
-    wanted = None
-    if result.project is not None or result.job_type is not None:
-        wanted = set(store.job_ids(result.project, result.job_type))
+    scoped = result.project is not None or result.job_type is not None
+    wanted: set[int] | None = None
     with entries:
         for entry in entries:
             match = _LOG_RE.match(entry.name)
-            if match is None or (wanted is not None and int(match.group(1)) not in wanted):
+            if match is None:
                 continue
+            if scoped:
+                if wanted is None:  # only when there are logs to sort out
+                    wanted = set(store.job_ids(result.project, result.job_type))
+                if int(match.group(1)) not in wanted:
+                    continue
             size = _file_size(entry)
             if size is not None:
                 result.disk["logs"].add(size)

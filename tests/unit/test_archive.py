@@ -19,35 +19,57 @@ from codexw.services.cleanup_work import _numbered
 NOW = 1_800_000_000.0
 
 
-def test_copy_is_gzipped_with_the_originals_mode_and_mtime(tmp_path: Path) -> None:
+@pytest.fixture(params=["tmpfile", "named"])
+def staging(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a copy is staged: an unnamed O_TMPFILE file, or a named temporary file."""
+    if request.param == "named":
+        monkeypatch.setattr(archive, "_tmpfile", False)
+    elif not archive._tmpfile:
+        pytest.skip("no O_TMPFILE here")
+    return request.param
+
+
+@pytest.mark.parametrize("size", [9000, archive.SMALL + 1])
+def test_copy_is_gzipped_with_the_originals_mode_and_mtime(
+    tmp_path: Path, staging: str, size: int
+) -> None:
     src = tmp_path / "r_codex_task.md"
-    src.write_bytes(b"# report\n" * 1000)
+    src.write_bytes((b"# report\n" * (size // 9 + 1))[:size])
     os.chmod(src, 0o640)
     os.utime(src, ns=(1_600_000_000_123_456_789,) * 2)
     with Dir.open(str(tmp_path)) as d, d.open_file(src.name) as fh:
         st = os.fstat(fh.fileno())
-        tmp = archive.write_copy(d, fh, compress=True, token="t1", name=src.name,
-                                 mode=st.st_mode, mtime_ns=st.st_mtime_ns)
-        assert archive.publish(d, tmp, src.name + ".gz")
+        staged = archive.write_copy(d, fh, compress=True, token="t1", mode=st.st_mode,
+                                    mtime_ns=st.st_mtime_ns)
+        assert archive.publish(d, staged, src.name + ".gz")
     packed = tmp_path / (src.name + ".gz")
     assert gzip.decompress(packed.read_bytes()) == src.read_bytes()
+    assert packed.stat().st_size == staged.size
     assert packed.stat().st_mtime_ns == 1_600_000_000_123_456_789
     assert packed.stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == [src.name, packed.name]  # no tmp left
 
 
-def test_publish_never_overwrites_unless_asked(tmp_path: Path) -> None:
-    (tmp_path / "taken").write_text("first")
-    with Dir.open(str(tmp_path)) as d:
-        tmp = archive.write_copy(d, io.BytesIO(b"second"), compress=False, token="t", name="x",
-                                 mode=0o644, mtime_ns=0)
-        assert not archive.publish(d, tmp, "taken")
-        assert (tmp_path / "taken").read_text() == "first"
-        tmp = archive.write_copy(d, io.BytesIO(b"second"), compress=False, token="t", name="x",
-                                 mode=0o644, mtime_ns=0)
-        assert archive.publish(d, tmp, "taken", replace=True)
-    assert (tmp_path / "taken").read_text() == "second"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+def _stage(d: Dir, tmp_path: Path, data: bytes) -> archive.Staged:
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    with src.open("rb") as fh:
+        staged = archive.write_copy(d, fh, compress=False, token="t", mode=0o644, mtime_ns=0)
+    src.unlink()
+    return staged
+
+
+def test_publish_never_overwrites_unless_asked(tmp_path: Path, staging: str) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "taken").write_text("first")
+    with Dir.open(str(folder)) as d:
+        assert not archive.publish(d, _stage(d, tmp_path, b"second"), "taken")
+        assert (folder / "taken").read_text() == "first"
+        assert archive.publish(d, _stage(d, tmp_path, b"second"), "taken", replace=True)
+        assert archive.publish(d, _stage(d, tmp_path, b"third"), "new")
+    assert (folder / "taken").read_text() == "second"
+    assert sorted(p.name for p in folder.iterdir()) == ["new", "taken"]
 
 
 def test_links_are_refused_not_followed(tmp_path: Path) -> None:
