@@ -95,6 +95,7 @@ class Worker:
         self.log_files: dict[str, Entry] = {}
         self.known_ids: set[int] = set()
         self.pending: list[_Move] = []
+        self.deletes: list[tuple[Action, Dir, str, JobFiles | None]] = []
         self.targets: dict[str, Dir] = {}
 
     # -- driver ----------------------------------------------------------------------
@@ -278,6 +279,7 @@ class Worker:
                     entry = self.log_files.pop(name, None)
                     if entry is not None and self.logs is not None:
                         self.delete_file(self.logs, name, None, "log", entry)
+        self.flush_deletes()
 
     # -- reports -----------------------------------------------------------------------
 
@@ -502,11 +504,13 @@ class Worker:
             for name, entry in sorted(directory.files().items()):  # again: some were compressed
                 if name.endswith(SUFFIX + ".gz"):
                     self.delete_if_old(index, directory, name, entry, cutoff)
+        self.flush_deletes()
         if store_dir is not None:
             for directory, files in self.archived(store_dir):
                 for name, entry in sorted(files.items()):
                     if name.endswith(".gz"):
                         self.delete_if_old(index, directory, name, entry, cutoff)
+                self.flush_deletes()  # before the folder closes (and goes, if empty)
 
     def delete_if_old(
         self, index: _Index, directory: Dir, name: str, entry: Entry, cutoff: float | None
@@ -528,17 +532,36 @@ class Worker:
     def delete_file(
         self, directory: Dir, name: str, row: JobFiles | None, what: str, entry: Entry
     ) -> None:
+        """Delete now (dry run: say so) or at the next flush_deletes, in a batch."""
         path = directory.join(name)
         try:
             size = _stat(entry).st_size
-            if not self.plan.dry_run:
-                if row is not None:
-                    self.record(row, what == "log", path, None)
-                directory.unlink(name)
         except OSError as exc:
             self.error(path, exc)
             return
-        self.act(Action("delete", what, path, None, row.id if row else None, size, 0))
+        action = Action("delete", what, path, None, row.id if row else None, size, 0)
+        if self.plan.dry_run:
+            self.act(action)
+        else:
+            self.deletes.append((action, directory, name, row))
+
+    def flush_deletes(self) -> None:
+        """The registry forgets the files (one transaction), then they go (in threads):
+        a run that stops between leaves files nobody points at, deleted next time."""
+        deletes, self.deletes = self.deletes, []
+        if not deletes:
+            return
+        with self.store.transaction(notify_waiters=False):
+            for action, _directory, _name, row in deletes:
+                if row is not None:
+                    _move_path(self.store, row, action.what == "log", action.path, None)
+        with ThreadPoolExecutor(min(THREADS, len(deletes))) as pool:
+            problems = list(pool.map(lambda d: _unlink_quietly(d[1], d[2]), deletes))
+        for (action, *_rest), problem in zip(deletes, problems, strict=True):
+            if problem is None:
+                self.act(action)
+            else:
+                self.error(action.path, problem)
 
     # -- logs --------------------------------------------------------------------------
 
@@ -566,6 +589,7 @@ class Worker:
                         entry = self.log_files.pop(name, None)
                         if entry is not None:
                             self.delete_file(self.logs, name, row, "log", entry)
+            self.flush_deletes()
 
     def log_due(self, report: str | None, row: JobFiles) -> bool:
         """Logs follow the report: compressed once it is archived or compressed; a job
@@ -622,6 +646,7 @@ class Worker:
             ):
                 self.compress_log(None, name)
         self.flush()
+        self.flush_deletes()
 
 
 class _Index:
@@ -751,6 +776,14 @@ def _commit(store: Store, moves: list[_Move]) -> set[int]:
 
 def _remove_original(directory: Dir, name: str) -> None:
     directory.unlink(name)
+
+
+def _unlink_quietly(directory: Dir, name: str) -> str | None:
+    try:
+        directory.unlink(name)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _remove_quietly(move: _Move) -> str | None:
