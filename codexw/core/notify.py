@@ -26,6 +26,8 @@ def broadcast() -> None:
     except FileNotFoundError:
         return
     for name in names:
+        if name.startswith("."):  # a Listener still setting up its FIFO (see below)
+            continue
         path = directory / name
         try:
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
@@ -51,11 +53,17 @@ class Listener:
         directory = notify_dir()
         paths.ensure_state_dir()  # not mkdir(parents=True): that would make it 0755
         directory.mkdir(exist_ok=True, mode=0o700)
-        self.path = directory / f"{os.getpid()}.{os.urandom(4).hex()}.fifo"
-        os.mkfifo(self.path, 0o600)
-        self._read_fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        name = f"{os.getpid()}.{os.urandom(4).hex()}.fifo"
+        self.path = directory / name
+        # Made under a hidden name, opened, then renamed into view: a broadcaster
+        # that saw the FIFO before its reader was open took it for a dead waiter's
+        # and removed it, and the open below failed (found by 50 concurrent commands).
+        hidden = directory / f".{name}"
+        os.mkfifo(hidden, 0o600)
+        self._read_fd = os.open(hidden, os.O_RDONLY | os.O_NONBLOCK)
         # Holding a writer ourselves keeps the FIFO from signalling EOF forever.
-        self._keep_fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+        self._keep_fd = os.open(hidden, os.O_WRONLY | os.O_NONBLOCK)
+        os.rename(hidden, self.path)
 
     def fileno(self) -> int:
         return self._read_fd
