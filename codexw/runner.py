@@ -374,6 +374,20 @@ def main(argv: list[str]) -> int:
         adopted = store.adopt(job_id, me, process.create_time(me))
     if not adopted:
         return 0  # the claim was given back or someone else runs it: nothing to do
+    next_job: int | None = job_id
+    while next_job is not None:
+        run_one(store, next_job, wake_r)
+        if _stop_signal is not None:
+            break
+        # The slot this job freed is filled first with this very process (no new
+        # Python start); other free slots get new runners.
+        next_job = scheduler.fill_slots(store, take_one=True).taken
+    linger(store)
+    return 0
+
+
+def run_one(store: Store, job_id: int, wake_r: int) -> None:
+    """Run one adopted job to its recorded end."""
     runner = Runner(store, store.get_job(job_id))
     if _stop_signal is not None or runner.job.kill_requested:
         ending = runner.kill_ending()
@@ -381,9 +395,6 @@ def main(argv: list[str]) -> int:
         problem = runner.start_codex()
         ending = Ending(JobState.FAILED, problem) if problem else runner.run(wake_r)
     runner.finish(ending)
-    scheduler.fill_slots(store)
-    linger(store)
-    return 0
 
 
 def linger(store: Store) -> None:

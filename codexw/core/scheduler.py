@@ -28,6 +28,7 @@ class ReconcileResult:
     requeued: list[int] = field(default_factory=list)
     started: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
+    taken: int | None = None  # a job the caller adopted to run itself (take_one)
 
 
 def reap_children() -> None:
@@ -113,8 +114,15 @@ def _plan(store: Store, now: float) -> tuple[list[Job], list[tuple[Job, str]]]:
     return start, cancel
 
 
-def fill_slots(store: Store, result: ReconcileResult | None = None) -> ReconcileResult:
-    """Start every queued job that has a free slot; cancel those that never can."""
+def fill_slots(
+    store: Store, result: ReconcileResult | None = None, take_one: bool = False
+) -> ReconcileResult:
+    """Start every queued job that has a free slot; cancel those that never can.
+
+    `take_one` (a runner whose job just ended): the first startable local job is
+    adopted by the calling process in the same transaction (`result.taken`) instead
+    of getting a new runner, which saves a Python start per job in a batch.
+    """
     result = result or ReconcileResult()
     me = os.getpid()
     my_start = process.create_time(me)
@@ -122,6 +130,11 @@ def fill_slots(store: Store, result: ReconcileResult | None = None) -> Reconcile
         with store.transaction():
             start, cancel = _plan(store, time.time())
             claimed = [job for job in start if store.mark_starting(job.id, me, my_start)]
+            if take_one and result.taken is None:
+                mine = next((j for j in claimed if j.spec.backend == "local"), None)
+                if mine is not None and store.adopt(mine.id, me, my_start):
+                    result.taken = mine.id
+                    claimed.remove(mine)
         for job, reason in cancel:
             if end_without_runner(store, job, Ending(JobState.CANCELLED, reason)):
                 result.cancelled.append(job.id)

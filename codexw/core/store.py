@@ -657,6 +657,19 @@ class Store:
                 return current
             current = row["id"]
 
+    def batch_latest(self, batch_id: int) -> dict[int, Job]:
+        """For each task of a batch (its first attempt's id), its newest attempt; one query."""
+        jobs = self._jobs("SELECT * FROM jobs WHERE batch_id = ? ORDER BY id", (batch_id,))
+        newest_retry = {j.retry_of: j for j in jobs if j.retry_of is not None}
+        latest = {}
+        for job in jobs:
+            if job.retry_of is None:
+                current = job
+                while current.id in newest_retry:
+                    current = newest_retry[current.id]
+                latest[job.id] = current
+        return latest
+
     def attempt_chain(self, job_id: int) -> list[Job]:
         """Every attempt linked to `job_id` by retries, oldest first."""
         root = job_id

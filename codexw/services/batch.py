@@ -18,6 +18,7 @@ from codexw.services.common import open_store
 from codexw.services.launch import LaunchRequest, enqueue, prepare
 
 DEFAULT_MAX_PARALLEL = 4
+MIN_REFRESH = 0.1  # seconds between two snapshots of a watched batch
 
 
 @dataclass
@@ -157,10 +158,8 @@ class BatchSnapshot:
 
 def snapshot(store: Store, batch_id: int, started_at: float | None = None) -> BatchSnapshot:
     batch = store.get_batch(batch_id)
-    firsts = [j for j in store.list_jobs(batch_id=batch_id, limit=None) if j.retry_of is None]
-    firsts.reverse()
-    latest = [store.get_job(store.latest_attempt(j.id)) for j in firsts]
-    return BatchSnapshot(batch_id, latest, started_at or batch.created_at)
+    latest = store.batch_latest(batch_id)
+    return BatchSnapshot(batch_id, [latest[k] for k in sorted(latest)], started_at or batch.created_at)
 
 
 def watch(batch_id: int, safety_interval: float = 2.0) -> Iterator[BatchSnapshot]:
@@ -172,12 +171,15 @@ def watch(batch_id: int, safety_interval: float = 2.0) -> Iterator[BatchSnapshot
     store = open_store(reconcile_first=False)
     store.get_batch(batch_id)
     with Listener() as listener:
-        last_reconcile = 0.0
+        last_reconcile = last_snapshot = 0.0
         while True:
             if time.monotonic() - last_reconcile >= safety_interval:
                 reap_children()
                 reconcile(store)
                 last_reconcile = time.monotonic()
+            # Coalesce bursts of registry writes: at most ten snapshots a second.
+            time.sleep(max(0.0, last_snapshot + MIN_REFRESH - time.monotonic()))
+            last_snapshot = time.monotonic()
             snap = snapshot(store, batch_id)
             yield snap
             if snap.done:

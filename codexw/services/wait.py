@@ -62,12 +62,12 @@ def wait_for(
         try:
             last_reconcile = time.monotonic()
             while True:
-                ids = job_ids
                 if poll_batch is not None:
-                    ids = [i for i in store.batch_job_ids(poll_batch) if _is_first_attempt(store, i)]
+                    latest_by_task = store.batch_latest(poll_batch)
+                else:
+                    latest_by_task = {a: store.get_job(store.latest_attempt(a)) for a in job_ids}
                 pending = []
-                for asked in ids:
-                    latest = store.get_job(store.latest_attempt(asked))
+                for asked, latest in latest_by_task.items():
                     result.jobs[asked] = latest
                     if latest.state.is_final:
                         if asked not in reported:
@@ -104,11 +104,6 @@ def wait_for(
         finally:
             for fd in pidfds.values():
                 os.close(fd)
-
-
-def _is_first_attempt(store: Store, job_id: int) -> bool:
-    job = store.get_job(job_id)
-    return job.retry_of is None
 
 
 def _track_runners(pending: list[Job], pidfds: dict[int, int]) -> None:
