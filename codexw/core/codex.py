@@ -10,6 +10,16 @@ from typing import Any
 
 from codexw.core.models import TOKEN_KEYS, JobSpec
 
+# The codex versions the e2e suite runs against (docs/e2e.md). Older ones are not refused
+# but warned about: the argv codexw builds (resume with exec options before it) and the
+# event stream it parses were checked on these.
+MIN_CODEX_VERSION = (0, 169, 0)
+TESTED_CODEX_VERSION = "0.169.0"
+INSTALL_HINT = (
+    f"install it with `npm install -g @openai/codex@{TESTED_CODEX_VERSION}`, or point codex_bin"
+    " (config) or CODEXW_CODEX_BIN at it; `codexw doctor` checks the setup"
+)
+
 REPORT_SECTIONS = ("Task Summary", "Files Modified", "Changes Made", "Issues Encountered", "Next Steps")
 
 PROMPT_SUFFIX = (

@@ -16,18 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from codexw.core import paths, process, reports
+from codexw.core.codex import INSTALL_HINT, MIN_CODEX_VERSION, TESTED_CODEX_VERSION
 from codexw.core.config import Config, load_config
 from codexw.core.errors import CodexwError
 
-# The codex versions the e2e suite runs against (docs/e2e.md). Older ones are not refused
-# but warned about: the argv codexw builds (resume with exec options before it) and the
-# event stream it parses were checked on these.
-MIN_CODEX_VERSION = (0, 169, 0)
-TESTED_CODEX_VERSION = "0.169.0"
-INSTALL_HINT = (
-    f"install it with `npm install -g @openai/codex@{TESTED_CODEX_VERSION}`, or point codex_bin"
-    " (config) or CODEXW_CODEX_BIN at it; `codexw doctor` checks the setup"
-)
 PROBE_TIMEOUT = 30.0
 
 OK, WARN, FAIL = "ok", "warn", "fail"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from codexw.core import lifecycle, paths, reports
+from codexw.core.codex import INSTALL_HINT as DOCTOR_HINT  # one hint for launch and doctor
 from codexw.core.codex import in_git_repo
 from codexw.core.config import Config, load_config
 from codexw.core.durations import parse_duration
@@ -20,7 +21,6 @@ from codexw.core.models import LEVELS, SANDBOXES, TYPE_NAME_RE, Job, JobSpec, Jo
 from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
 from codexw.services.common import open_store
-from codexw.services.doctor import INSTALL_HINT as DOCTOR_HINT  # one hint for launch and doctor
 
 PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
