@@ -339,40 +339,51 @@ class Worker:
     def classify(
         self, index: _Index, job_type: str, directory: Dir, files: dict[str, Entry]
     ) -> list[_Report]:
-        candidates = []
+        candidates: list[_Report] = []
         for name, entry in files.items():
             if not (name.endswith(SUFFIX) or name.endswith(SUFFIX + ".gz")):
                 continue
-            path = directory.join(name)
-            temp = TEMP_RE.fullmatch(name)
-            if temp:
-                row = index.by_id.get(int(temp.group(1)))
-                if row is None or row.type != job_type:
-                    self.skip(path, "TEMP report of a job this registry does not know: left alone")
-                elif not row.state.is_final:
-                    if self.plan.dry_run and row.runner_pid and not _runner_alive(row):
-                        self.skip(path, f"job {row.id}'s runner is gone: a real run first"
-                                        " finalizes it as lost")
-                else:
-                    old = row.report_path if row.report_path == path else None
-                    ts = row.ended_at or _stat(entry).st_mtime
-                    candidates.append(_Report(directory, name, job_type, entry, ts, row, old))
-                continue
-            row = index.by_path.get(path)
-            if row is not None:
-                if row.state.is_final:
-                    ts = row.ended_at or _stat(entry).st_mtime
-                    candidates.append(_Report(directory, name, job_type, entry, ts, row, path))
-                continue
-            if index.protected(name):
-                continue
-            moved = index.moved.get((job_type, name))
-            if moved is not None:
-                self.leftover(directory, name, entry, job_type, moved, candidates)
-                continue
-            ts = _stat(entry).st_mtime
-            candidates.append(_Report(directory, name, job_type, entry, ts, None, None))
+            try:
+                self.classify_one(index, job_type, directory, name, entry, candidates)
+            except FileNotFoundError:
+                continue  # gone since the listing (a runner replaced its TEMP report)
+            except OSError as exc:
+                self.error(directory.join(name), exc)
         return candidates
+
+    def classify_one(
+        self, index: _Index, job_type: str, directory: Dir, name: str, entry: Entry,
+        candidates: list[_Report],
+    ) -> None:
+        path = directory.join(name)
+        temp = TEMP_RE.fullmatch(name)
+        if temp:
+            row = index.by_id.get(int(temp.group(1)))
+            if row is None or row.type != job_type:
+                self.skip(path, "TEMP report of a job this registry does not know: left alone")
+            elif not row.state.is_final:
+                if self.plan.dry_run and row.runner_pid and not _runner_alive(row):
+                    self.skip(path, f"job {row.id}'s runner is gone: a real run first"
+                                    " finalizes it as lost")
+            else:
+                old = row.report_path if row.report_path == path else None
+                ts = row.ended_at or _stat(entry).st_mtime
+                candidates.append(_Report(directory, name, job_type, entry, ts, row, old))
+            return
+        row = index.by_path.get(path)
+        if row is not None:
+            if row.state.is_final:
+                ts = row.ended_at or _stat(entry).st_mtime
+                candidates.append(_Report(directory, name, job_type, entry, ts, row, path))
+            return
+        if index.protected(name):
+            return
+        moved = index.moved.get((job_type, name))
+        if moved is not None:
+            self.leftover(directory, name, entry, job_type, moved, candidates)
+            return
+        ts = _stat(entry).st_mtime
+        candidates.append(_Report(directory, name, job_type, entry, ts, None, None))
 
     def relink(
         self, index: _Index, codexw: Dir, job_type: str, files: dict[str, Entry],
