@@ -71,6 +71,7 @@ class Runner:
         self.log_fd = -1
         self.codex: subprocess.Popen[bytes] | None = None
         self.last_flush = 0.0
+        self.warmed = False
         self.dirty = False
 
     # -- start -------------------------------------------------------------------------
@@ -193,6 +194,11 @@ class Runner:
                     for line in lines:
                         self.summary.feed_line(line)
                     self.dirty = True
+                    if self.summary.turn_ended and not self.warmed:
+                        # The last event: codex is exiting. Load Jinja2 meanwhile,
+                        # not earlier (it would add ~9 MB while codex runs).
+                        self.warmed = True
+                        lifecycle.warm_final_report(self.job)
             self.flush()
         if pending:
             self.summary.feed_line(pending)

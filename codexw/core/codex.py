@@ -109,6 +109,7 @@ class RunSummary:
     usage_baseline: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     turn_failed: bool = False
+    turn_ended: bool = False  # a turn.completed or turn.failed arrived: codex is finishing
     last_action: str | None = None
     events: int = 0
     bad_lines: int = 0
@@ -139,6 +140,7 @@ class RunSummary:
         if kind == "thread.started":
             self.thread_id = event.get("thread_id") or self.thread_id
         elif kind == "turn.completed":
+            self.turn_ended = True
             usage = event.get("usage") or {}
             for key in TOKEN_KEYS:
                 value = usage.get(key)
@@ -146,7 +148,7 @@ class RunSummary:
                     self.usage[key] += max(0, value - self.usage_baseline.get(key, 0))
             self.usage_baseline = {}
         elif kind == "turn.failed":
-            self.turn_failed = True
+            self.turn_failed = self.turn_ended = True
             err = event.get("error") or {}
             self.error = (err.get("message") if isinstance(err, dict) else str(err)) or self.error
             self.last_action = f"failed: {self.error}"

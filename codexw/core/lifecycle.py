@@ -110,6 +110,14 @@ def _report_elsewhere(
     return None, f"{why}; the event log is {log}"
 
 
+def warm_final_report(job: Job) -> None:
+    """Load the renderer while codex shuts down, so the outcome is recorded sooner."""
+    try:
+        reports.warm(reports.template_for(job.spec.type, _templates_dir(job)))
+    except CodexwError:
+        pass
+
+
 def _templates_dir(job: Job) -> str | None:
     return str(Path(job.spec.template).parent) if job.spec.template else None
 

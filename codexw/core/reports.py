@@ -202,11 +202,17 @@ def template_context(job: Job, summary: RunSummary | None = None) -> dict[str, A
     }
 
 
+_environments: dict[str, Any] = {}  # per template folder; Jinja2 caches compiled templates
+
+
 def _environment(directory: Path) -> Any:
+    cached = _environments.get(str(directory))
+    if cached is not None:
+        return cached
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
 
-    return SandboxedEnvironment(
+    env = _environments[str(directory)] = SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(directory)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -214,6 +220,15 @@ def _environment(directory: Path) -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    return env
+
+
+def warm(template: Path) -> None:
+    """Import Jinja2 and compile `template` ahead of the render (errors surface there)."""
+    try:
+        _environment(template.parent).get_template(template.name)
+    except Exception:  # noqa: BLE001 - render_final reports it properly
+        pass
 
 
 def render_final(template: Path, job: Job, summary: RunSummary | None) -> str:
