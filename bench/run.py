@@ -58,8 +58,11 @@ class Sandbox:
         config = self.root / "config"
         config.mkdir()
         (config / "config.toml").write_text("")
+        # Like a pip install, use compiled bytecode (PYTHONDONTWRITEBYTECODE would make
+        # every run recompile codexw while typer, the reference, loads its .pyc files).
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CODEXW_", "FAKE_CODEX"))},
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith(("CODEXW_", "FAKE_CODEX")) and k != "PYTHONDONTWRITEBYTECODE"},
             "CODEXW_STATE_DIR": str(self.state),
             "CODEXW_CONFIG_DIR": str(config),
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -302,6 +305,12 @@ def bench_cleanup(count: int) -> Row:
         box.close()
 
 
+def compile_codexw() -> None:
+    import compileall
+
+    compileall.compile_dir(str(REPO / "codexw"), quiet=1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts, for CI")
@@ -317,6 +326,7 @@ def main() -> int:
         ("status", lambda: bench_status(2_000 if q else 100_000, 3 if q else 10)),
         ("cleanup", lambda: bench_cleanup(300 if q else 10_000)),
     ]
+    compile_codexw()
     rows: list[Row] = []
     for name, fn in plan:
         if only and name not in only:

@@ -15,7 +15,6 @@ indistinguishable and are listed too.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 
@@ -31,15 +30,12 @@ class Snapshot:
 
 
 def _git(cwd: str, *args: str) -> bytes | None:
-    git = shutil.which("git")
-    if git is None:
-        return None
     env = dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C")  # never take index.lock
     env.pop("GIT_DIR", None)
     env.pop("GIT_WORK_TREE", None)
     try:
         done = subprocess.run(
-            [git, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            ["git", *args], cwd=cwd,  # no git on PATH: OSError, handled below env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=GIT_TIMEOUT, check=False,
         )
     except (OSError, subprocess.SubprocessError):
