@@ -12,7 +12,7 @@ from typing import Any
 from codexw.core import paths
 from codexw.core.durations import parse_duration
 from codexw.core.errors import ConfigError, UsageError
-from codexw.core.models import BACKENDS, LEVELS, SANDBOXES, TYPE_NAME_RE
+from codexw.core.models import BACKENDS, LEVELS, SANDBOXES, is_job_type
 
 QUEUE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 BROKER_SCHEMES = ("redis://", "rediss://")
@@ -121,7 +121,7 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
         raise bad()
     if key == "sandbox" and value not in SANDBOXES:
         raise bad()
-    if key == "type" and not TYPE_NAME_RE.fullmatch(value):
+    if key == "type" and not is_job_type(value):
         raise bad()
     if key == "backend" and value not in BACKENDS:
         raise bad()

@@ -44,6 +44,12 @@ ACTIVE_STATES = frozenset({JobState.STARTING, JobState.RUNNING})
 LEVELS = ("minimal", "low", "medium", "high", "xhigh")
 SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
 TYPE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+# .codexw/archive/ holds what cleanup archived: no job type may report there.
+RESERVED_TYPES = frozenset({"archive"})
+
+
+def is_job_type(name: str) -> bool:
+    return bool(TYPE_NAME_RE.fullmatch(name)) and name not in RESERVED_TYPES
 JOB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 

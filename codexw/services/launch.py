@@ -17,7 +17,7 @@ from codexw.core.codex import in_git_repo
 from codexw.core.config import Config, load_config
 from codexw.core.durations import parse_duration
 from codexw.core.errors import CodexMissingError, StoreError, UsageError
-from codexw.core.models import LEVELS, SANDBOXES, TYPE_NAME_RE, Job, JobSpec, JobState
+from codexw.core.models import LEVELS, SANDBOXES, Job, JobSpec, JobState, is_job_type
 from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
 from codexw.services.common import open_store
@@ -146,10 +146,11 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         raise UsageError(
             f"unknown level {req.level!r}", "use one of " + ", ".join(LEVELS) + " (lower case)"
         )
-    if req.type is not None and not TYPE_NAME_RE.fullmatch(req.type):
+    if req.type is not None and not is_job_type(req.type):
         raise UsageError(
             f"invalid type name {req.type!r}",
-            "use lower-case letters, digits, '-' and '_', up to 32, starting with a letter or digit",
+            "use lower-case letters, digits, '-' and '_', up to 32, starting with a letter or"
+            " digit; 'archive' is reserved for cleanup",
         )
     if req.sandbox is not None and req.sandbox not in SANDBOXES:
         raise UsageError(f"unknown sandbox {req.sandbox!r}", "use one of " + ", ".join(SANDBOXES))
