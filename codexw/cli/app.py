@@ -68,11 +68,32 @@ app.command("worker")(worker_cmd.worker)
 
 
 def main() -> None:
+    # typer >= 0.26 vendors click; we handle its errors to keep them to one line.
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
     try:
-        app()
+        code = app(standalone_mode=False)
     except CodexwError as exc:
         error(str(exc))
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except NoArgsIsHelpError as exc:
+        exc.show()  # `codexw` alone: the help
+        sys.exit(exc.exit_code)
+    except ClickException as exc:
+        error(_usage_line(exc))
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         error("interrupted")
         sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_line(exc: Exception) -> str:
+    """A parser error as one line with where to look."""
+    message = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    hint = f"see `{ctx.command_path} -h`" if ctx is not None else "see `codexw -h`"
+    option = getattr(exc, "option_name", None)
+    if option and option.startswith("-") and "No such option" in message:
+        hint += "; a task that starts with '-' goes after `--`"
+    return f"{message[:1].lower()}{message[1:]} ({hint})"
