@@ -114,8 +114,13 @@ class Env:
         return sorted(folder.glob("*.md")) if folder.exists() else []
 
 
+@pytest.fixture(scope="session")
+def pycache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pycache")
+
+
 @pytest.fixture
-def cx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+def cx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pycache: Path) -> Iterator[Env]:
     state = tmp_path / "state"
     project = tmp_path / "project"
     (project / ".git").mkdir(parents=True)
@@ -140,8 +145,12 @@ def cx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         FAKE_CODEX_STATE=str(tmp_path / "fake"),
         PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
         NO_COLOR="1",
-        PYTHONDONTWRITEBYTECODE="1",
+        # Bytecode is cached once per session, under the session's temp dir (not the
+        # tree): without it every codexw process would recompile codexw.
+        PYTHONPYCACHEPREFIX=str(pycache),
     )
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     e = Env(tmp_path, state, project, tmp_path / "fake", bin_dir, env)
