@@ -280,16 +280,7 @@ class Runner:
             return
         self.last_flush = now
         self.dirty = False
-        s = self.summary
-        try:
-            with self.store.transaction():
-                self.store.update_progress(self.job.id, s.last_action, s.usage, s.thread_id)
-        except CodexwError:
-            pass  # progress is best effort; the outcome is recorded at the end
-        try:
-            lifecycle.write_temp_report(self.job, s)
-        except OSError:
-            pass
+        lifecycle.record_progress(self.store, self.job, self.summary)
 
     # -- end ---------------------------------------------------------------------------
 

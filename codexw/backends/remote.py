@@ -24,7 +24,6 @@ from codexw import runner as local_runner
 from codexw.backends import protocol
 from codexw.core import lifecycle, process, scheduler
 from codexw.core.codex import RunSummary
-from codexw.core.errors import CodexwError
 from codexw.core.lifecycle import Ending
 from codexw.core.models import Job, JobState
 from codexw.core.store import Store
@@ -257,16 +256,7 @@ class RemoteRun:
             return
         self.last_flush = now
         self.dirty = False
-        s = self.summary
-        try:
-            with self.store.transaction():
-                self.store.update_progress(self.job.id, s.last_action, s.usage, s.thread_id)
-        except CodexwError:
-            pass
-        try:
-            lifecycle.write_temp_report(self.store.get_job(self.job.id), s)
-        except (OSError, CodexwError):
-            pass
+        lifecycle.record_progress(self.store, self.store.get_job(self.job.id), self.summary)
 
     # -- end -----------------------------------------------------------------------
 

@@ -50,6 +50,20 @@ def write_temp_report(job: Job, summary: RunSummary | None = None) -> Path:
     return path
 
 
+def record_progress(store: Store, job: Job, summary: RunSummary) -> None:
+    """Best effort, while a job runs: its last action and tokens, and its live TEMP report.
+    The outcome is recorded at the end whatever happens here."""
+    try:
+        with store.transaction():
+            store.update_progress(job.id, summary.last_action, summary.usage, summary.thread_id)
+    except CodexwError:
+        pass
+    try:
+        write_temp_report(job, summary)
+    except (OSError, CodexwError):
+        pass
+
+
 def queue_with_report(store: Store, spec: JobSpec, now: float, **kw: Any) -> int:
     """Inside a transaction: insert a job and write its TEMP report before anyone can
     claim it, so the report path is recorded once and never races a fast runner."""
