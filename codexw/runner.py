@@ -72,6 +72,7 @@ class Runner:
         self.codex: subprocess.Popen[bytes] | None = None
         self.last_flush = 0.0
         self.warmed = False
+        self.ended_elsewhere = False
         self.dirty = False
 
     # -- start -------------------------------------------------------------------------
@@ -130,12 +131,15 @@ class Runner:
         assert self.codex is not None
         with self.store.transaction():
             self.store.set_paths(self.job.id, None, str(log))
-            self.store.mark_running(self.job.id, os.getpid(), self.codex.pid, time.time())
+            marked = self.store.mark_running(self.job.id, os.getpid(), self.codex.pid, time.time())
+        # Not marked: another command ended this job (cancel, kill) as codex started;
+        # stop codex at once, its outcome is already recorded.
+        self.ended_elsewhere = not marked
         self.job = self.store.get_job(self.job.id)
         self.flush(force=True)
 
     def stop_requested(self) -> bool:
-        return _stop_signal is not None
+        return _stop_signal is not None or self.ended_elsewhere
 
     # -- run ---------------------------------------------------------------------------
 
@@ -322,12 +326,15 @@ class Runner:
         while True:
             try:
                 with self.store.transaction():
-                    lifecycle.record_end(
+                    recorded, _ = lifecycle.record_end(
                         self.store, job, ending, ended_at=ended_at, summary=self.summary,
                         report_path=str(final) if final else None,
                     )
-                    if final is None:  # no report anywhere: not even the TEMP path
+                    if recorded and final is None:  # no report anywhere: not even the TEMP
                         self.store.set_report_path(job.id, None)
+                if not recorded and final is not None:
+                    # Someone else ended the job and wrote its report: ours is a duplicate.
+                    final.unlink(missing_ok=True)
                 return
             except CodexwError as exc:
                 if time.monotonic() >= give_up:
@@ -379,6 +386,13 @@ def main(argv: list[str]) -> int:
         # The slot this job freed is filled first with this very process (no new
         # Python start); other free slots get new runners.
         next_job = scheduler.fill_slots(store, take_one=True).taken
+        if next_job is not None and _stop_signal is not None:
+            # A stop that arrived meanwhile was meant for the job that just ended (or for
+            # this process): give the next one back to the queue rather than kill it.
+            with store.transaction():
+                store.release(next_job, me)
+            scheduler.fill_slots(store)
+            break
     linger(store)
     return 0
 

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codexw.core import paths, reports
+from codexw.core import paths, process, reports
 from codexw.core.codex import RunSummary
 from codexw.core.errors import CodexwError
 from codexw.core.models import Job, JobSpec, JobState
 from codexw.core.store import Store
+
+# What `--halt-on-failure` reacts to: failures, not what a user cancelled or killed.
+HALTING = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.LOST})
 
 
 @dataclass
@@ -161,6 +164,7 @@ def record_end(
     summary: RunSummary | None,
     report_path: str | None,
     only_runner_pid: int | None = None,
+    expect_state: JobState | None = None,
 ) -> tuple[bool, int | None]:
     """Record the outcome, once, and queue a retry in the same transaction.
 
@@ -180,6 +184,7 @@ def record_end(
             report_path=report_path,
             last_action=summary.last_action if summary is not None else None,
             only_runner_pid=only_runner_pid,
+            expect_state=expect_state,
         )
         if not recorded:
             return False, None
@@ -199,7 +204,7 @@ def record_end(
                     not_before=ended_at + backoff_delay(job),
                 )
             store.repoint_deps(job.id, retry_id)
-        elif ending.state != JobState.SUCCEEDED and job.spec.batch_id is not None:
+        elif ending.state in HALTING and job.spec.batch_id is not None:
             store.halt_batch(job.spec.batch_id, f"job {job.id} {ending.state.value}")
     return True, retry_id
 
@@ -212,6 +217,13 @@ def end_without_runner(store: Store, job: Job, ending: Ending) -> bool:
     """
     now = time.time()
     summary = summary_from_log(job) if job.started_at else None
+    with process.signals_deferred():  # recorded final ⇒ its report is written too
+        return _end_and_report(store, job, ending, now, summary)
+
+
+def _end_and_report(
+    store: Store, job: Job, ending: Ending, now: float, summary: RunSummary | None
+) -> bool:
     recorded, _ = record_end(
         store,
         job,
@@ -220,6 +232,7 @@ def end_without_runner(store: Store, job: Job, ending: Ending) -> bool:
         summary=summary,
         report_path=None,
         only_runner_pid=job.runner_pid if job.state.is_active else None,
+        expect_state=job.state,
     )
     if not recorded:
         return False

@@ -440,6 +440,16 @@ class Store:
         )
         return cur.rowcount == 1
 
+    def release(self, job_id: int, pid: int) -> bool:
+        """A runner gives back a job it adopted but has not started."""
+        cur = self._exec(
+            "UPDATE jobs SET state = 'queued', runner_pid = NULL, runner_start = NULL,"
+            " claimed_by_pid = NULL, claimed_by_start = NULL"
+            " WHERE id = ? AND state = 'starting' AND runner_pid = ?",
+            (job_id, pid),
+        )
+        return cur.rowcount == 1
+
     def unclaim(self, job_id: int) -> bool:
         """A claimed job whose claimer died before spawning a runner goes back to the queue."""
         cur = self._exec(
@@ -481,8 +491,11 @@ class Store:
         report_path: str | None = None,
         last_action: str | None = None,
         only_runner_pid: int | None = None,
+        expect_state: JobState | None = None,
     ) -> bool:
-        """Move an active or queued job to a final state, once. False if already final."""
+        """Move an active or queued job to a final state, once. False if already final,
+        or (with `expect_state`/`only_runner_pid`) if it is no longer what the caller saw:
+        a job read as queued that a runner has started meanwhile must not be cancelled."""
         assert state.is_final
         sql = (
             "UPDATE jobs SET state = ?, ended_at = ?, exit_code = ?, reason = ?, retryable = ?,"
@@ -507,6 +520,9 @@ class Store:
         if only_runner_pid is not None:
             sql += " AND runner_pid = ?"
             params.append(only_runner_pid)
+        if expect_state is not None:
+            sql += " AND state = ?"
+            params.append(expect_state.value)
         return self._exec(sql, params).rowcount == 1
 
     def set_remote(self, job_id: int, task_id: str | None = None, host: str | None = None) -> None:

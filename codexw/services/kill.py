@@ -10,7 +10,7 @@ from codexw.core import process
 from codexw.core.lifecycle import Ending, end_without_runner
 from codexw.core.models import Job, JobState
 from codexw.core.notify import Listener
-from codexw.core.scheduler import kill_leftover_group
+from codexw.core.scheduler import fill_slots, kill_leftover_group
 from codexw.core.store import Store
 from codexw.services.common import open_store
 
@@ -28,20 +28,29 @@ class KillResult:
 
 def kill_jobs(job_ids: list[int], batch_id: int | None = None) -> list[KillResult]:
     store = open_store()
-    ids = list(job_ids)
     if batch_id is not None:
         store.get_batch(batch_id)
-        ids += store.batch_job_ids(batch_id)
-    jobs = [store.get_job(i) for i in dict.fromkeys(ids)]
-    # Cancel queued ones first so that stopping running ones frees no slot for them.
-    results = [_cancel(store, j) for j in jobs if j.state == JobState.QUEUED]
-    results += [_stop(store, j) for j in jobs if j.state.is_active]
-    results += [
-        KillResult(j.id, j.state.value, j.state.value, "already ended")
-        for j in jobs
-        if j.state.is_final
-    ]
-    return sorted(results, key=lambda r: r.job_id)
+    results: dict[int, KillResult] = {}
+    for _ in range(5):  # a batch can grow while we work (a retry queued by a failure)
+        ids = list(job_ids)
+        if batch_id is not None:
+            ids += store.batch_job_ids(batch_id)
+        jobs = [store.get_job(i) for i in dict.fromkeys(ids)]
+        todo = [j for j in jobs if not j.state.is_final]
+        # Cancel queued ones first so that stopping running ones frees no slot for them.
+        for job in sorted(todo, key=lambda j: j.state != JobState.QUEUED):
+            job = store.get_job(job.id)
+            if job.state == JobState.QUEUED:
+                results[job.id] = _cancel(store, job)
+            elif job.state.is_active:
+                results[job.id] = _stop(store, job)
+        for job in jobs:
+            results.setdefault(job.id, KillResult(job.id, job.state.value, job.state.value,
+                                                  "already ended"))
+        if batch_id is None or not todo:
+            break
+    fill_slots(store)  # slots freed here go to other queued work, as with any ending
+    return sorted(results.values(), key=lambda r: r.job_id)
 
 
 def _cancel(store: Store, job: Job) -> KillResult:
@@ -57,6 +66,8 @@ def _stop(store: Store, job: Job) -> KillResult:
     with store.transaction():
         store.request_kill(job.id)
     job = store.get_job(job.id)
+    if job.state.is_final:
+        return KillResult(job.id, "running", job.state.value, "ended meanwhile")
     grace = job.spec.kill_grace
     if job.runner_pid and process.signal_pid(job.runner_pid, signal.SIGTERM, job.runner_start):
         ended = _wait_final(store, job.id, grace + 10.0)

@@ -234,3 +234,28 @@ def test_two_concurrent_batches_and_launches_never_run_a_job_twice(cx: Env) -> N
     assert cx.run("wait", *map(str, ids)).returncode == 0
     prompts = [r["prompt"].split("\n---")[0] for r in cx.fake_runs()]
     assert len(prompts) == 26 and len(set(prompts)) == 26
+
+
+def test_kill_fills_the_slot_it_frees_without_another_command(cx: Env) -> None:
+    out = cx.ok("batch", "-", "-j", "1", "--detach", "--json",
+                input="@fake sleep 60; first\n@fake sleep 0.2; second\n")
+    first, second = json.loads(out.stdout)["job_ids"]
+
+    def state(job_id: int) -> str:
+        return cx.db().execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+
+    wait_until(lambda: state(first) == "running", what="first job running")
+    cx.ok("kill", str(first))
+    # Only the registry is read from here on: no codexw command could fill the slot.
+    wait_until(lambda: state(second) == "succeeded", what="second job started and done")
+    assert state(first) == "killed"
+
+
+def test_halt_on_failure_ignores_what_the_user_cancelled(cx: Env) -> None:
+    out = cx.ok("batch", "-", "-j", "1", "--detach", "--json", "--halt-on-failure",
+                input="@fake sleep 1; a\nb\nc\n")
+    a, b, c = json.loads(out.stdout)["job_ids"]
+    cx.ok("kill", str(b))  # queued: cancelled by the user, not a failure
+    assert cx.run("wait", str(a), str(c)).returncode == 0
+    states = dict(cx.db().execute("SELECT id, state FROM jobs").fetchall())
+    assert (states[a], states[b], states[c]) == ("succeeded", "cancelled", "succeeded")
