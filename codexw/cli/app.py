@@ -75,7 +75,7 @@ def main() -> None:
 
     wanted = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in COMMANDS else None
     try:
-        code = build_app(wanted)(standalone_mode=False)
+        code = build_app(wanted)(prog_name="codexw", standalone_mode=False)
     except CodexwError as exc:
         error(str(exc))
         sys.exit(exc.exit_code)

@@ -147,7 +147,9 @@ def test_type_name_that_could_escape_or_is_too_long_is_refused(cx: Env, name: st
         proc = cx.run(*args)
         assert proc.returncode == 2, (args, proc.stdout)
         if name.startswith("-") and args[1] == "low":
-            assert "No such option: -x" in proc.stderr  # the option parser refuses it first
+            # the option parser refuses it first, in one line with the `--` hint
+            assert "no such option: -x" in proc.stderr and "`--`" in proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1
         else:
             assert "invalid type name" in one_line_error(proc)
     _nothing_recorded(cx)
