@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -253,10 +254,13 @@ def enqueue(
     *,
     deps: list[tuple[int, int]] = (),  # type: ignore[assignment]
     batch: dict[str, object] | None = None,
+    recheck: Callable[[Store], object] | None = None,
 ) -> tuple[int | None, list[int]]:
     """Record jobs (and their batch) in one transaction, each with its TEMP report.
 
-    `deps` holds (dependent index, dependency index) pairs into `specs`.
+    `deps` holds (dependent index, dependency index) pairs into `specs`. `recheck`
+    runs first inside the transaction: a check made earlier, repeated where no other
+    command can change its answer before the jobs are in.
     Returns (batch id, job ids).
     """
     for spec in {(s.project, s.type): s for s in specs}.values():
@@ -266,6 +270,8 @@ def enqueue(
     written: list[str] = []
     try:
         with store.transaction():
+            if recheck is not None:
+                recheck(store)
             if batch is not None:
                 batch_id = store.insert_batch(**batch)  # type: ignore[arg-type]
                 specs = [replace(s, batch_id=batch_id) for s in specs]
@@ -386,6 +392,7 @@ def continue_job(req: ContinueRequest) -> LaunchResult:
             f"using job {parent.id}'s CODEX_HOME ({ps.codex_home or '~/.codex'}), where its"
             " session is"
         )
-    (job_id,) = enqueue(store, [spec])[1]
+    # Two follow-ups racing for one conversation: only one gets in.
+    (job_id,) = enqueue(store, [spec], recheck=lambda st: conversation_of(st, req.job_id))[1]
     fill_slots(store)
     return LaunchResult(store.get_job(job_id), warnings)

@@ -62,6 +62,8 @@ def retry_jobs(job_ids: list[int], batch_id: int | None = None, failed_only: boo
     done: list[Retried] = []
     with store.transaction():
         for job in chosen:
+            if store.latest_attempt(job.id) != job.id:
+                continue  # another retry of this job was queued since we looked
             # Dependencies point at the newest attempt of each dependency.
             after = tuple(store.latest_attempt(d) for d in job.spec.after)
             new_id = lifecycle.queue_with_report(
