@@ -90,6 +90,8 @@ class Runner:
         env.update(process.job_marker(self.job.id, str(paths.state_dir().resolve())))
         if spec.codex_home:
             env["CODEX_HOME"] = spec.codex_home
+        if spec.path_env:
+            env["PATH"] = spec.path_env
         if spec.resume_of is not None and self.store is not None:
             self.summary.usage_baseline = usage_before(self.store, spec.resume_of)
         if auto_skip_git_check(spec):

@@ -86,6 +86,8 @@ class JobSpec:
     backend: str = "local"
     broker_url: str | None = None
     queue: str | None = None
+    # PATH at launch (not secret): codex and its `node` are found the same way later.
+    path_env: str | None = None
 
 
 BACKENDS = ("local", "celery")

@@ -115,11 +115,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN queue TEXT;
     ALTER TABLE jobs ADD COLUMN celery_task_id TEXT;
     """,
+    # 4: the PATH of the command that launched the job, so that codex (an npm script
+    # run through `env node`) starts the same whoever fills the slot (cron, a runner).
+    """
+    ALTER TABLE jobs ADD COLUMN path_env TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _ACTIVE = tuple(s.value for s in ACTIVE_STATES)
-_SPEC_COLUMNS = ["task", "level", "type", "model", "sandbox", "cwd", "project", "codex_bin", "codex_args", "codex_home", "template", "timeout", "kill_grace", "retries", "retry_timeouts", "backoff_base", "backoff_max", "priority", "batch_id", "name", "global_limit", "resume_thread", "resume_of", "backend", "broker_url", "queue"]
+_SPEC_COLUMNS = ["task", "level", "type", "model", "sandbox", "cwd", "project", "codex_bin", "codex_args", "codex_home", "template", "timeout", "kill_grace", "retries", "retry_timeouts", "backoff_base", "backoff_max", "priority", "batch_id", "name", "global_limit", "resume_thread", "resume_of", "backend", "broker_url", "queue", "path_env"]
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,7 @@ def _row_to_job(row: sqlite3.Row, deps: tuple[int, ...] = ()) -> Job:
         backend=row["backend"],
         broker_url=row["broker_url"],
         queue=row["queue"],
+        path_env=row["path_env"],
     )
     return Job(
         id=row["id"],

@@ -204,6 +204,7 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         global_limit=cfg.max_parallel,
         codex_args=tuple(cfg.codex_args) + passthrough + tuple(req.codex_args),
         codex_home=None if remote else os.environ.get("CODEX_HOME") or None,
+        path_env=None if remote else os.environ.get("PATH") or None,
         template=str(template),
         resume_thread=req.resume_thread,
         resume_of=req.resume_of,

@@ -203,7 +203,8 @@ def main() -> int:
 
     record(state_dir, {"pid": os.getpid(), "argv": sys.argv[1:], "config": opts["config"],
                        "model": opts["model"], "sandbox": opts["sandbox"], "cd": opts["cd"],
-                       "resume": opts["resume"], "prompt": prompt, "start": time.time()})
+                       "resume": opts["resume"], "prompt": prompt, "start": time.time(),
+                       "path": os.environ.get("PATH", "")})
     try:
         return run(opts, todo, state_dir)
     finally:

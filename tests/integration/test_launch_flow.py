@@ -186,3 +186,14 @@ def test_logs_follow_ends_when_job_ends(cx: Env) -> None:
     cx.ok("launch", "@fake sleep 1\n@fake message all done")
     out = cx.ok("logs", "1", "-f", timeout=60).stdout
     assert "sleep 1" in out and "all done" in out
+
+
+def test_codex_gets_the_launching_path_whoever_starts_the_job(cx: Env) -> None:
+    cx.ok("launch", "@fake sleep 0.5\nfirst")
+    marked = f"{cx.tmp / 'marker-bin'}{os.pathsep}{cx.env['PATH']}"
+    # Job 2 waits for job 1; job 1's runner (launched with the usual PATH) starts it.
+    cx.ok("launch", "--after", "1", "second", env={"PATH": marked})
+    assert cx.run("wait", "2").returncode == 0
+    runs = {r["prompt"].split("\n---")[0].splitlines()[-1]: r for r in cx.fake_runs()}
+    assert runs["second"]["path"] == marked
+    assert runs["first"]["path"] == cx.env["PATH"]
