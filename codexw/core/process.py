@@ -14,25 +14,15 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 _LINUX = sys.platform.startswith("linux")
-_boot_time: float | None = None
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _linux_boot_time() -> float:
-    global _boot_time
-    if _boot_time is None:
-        with open("/proc/stat", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"btime"):
-                    _boot_time = float(line.split()[1])
-                    break
-            else:  # pragma: no cover - every Linux has btime
-                _boot_time = 0.0
-    return _boot_time
-
-
 def _linux_stat(pid: int) -> tuple[str, int, float] | None:
-    """(state letter, pgid, create time) from /proc, or None if gone."""
+    """(state letter, pgid, start time in seconds since boot) from /proc, or None if gone.
+
+    Since boot, not since the epoch: the kernel's boot time in wall-clock terms moves
+    when the clock is stepped (NTP, a VM resumed), and a live runner must never start
+    to look like another process because of that."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             raw = fh.read()
@@ -45,11 +35,14 @@ def _linux_stat(pid: int) -> tuple[str, int, float] | None:
     state = rest[0].decode()
     pgid = int(rest[2])
     start_ticks = int(rest[19])
-    return state, pgid, round(_linux_boot_time() + start_ticks / _CLK_TCK, 2)
+    return state, pgid, round(start_ticks / _CLK_TCK, 2)
 
 
 def create_time(pid: int) -> float | None:
-    """When `pid` started (seconds since the epoch), or None if it does not exist."""
+    """A token for when `pid` started, or None if it does not exist (or is a zombie).
+
+    Compare it only with another value from this function: on Linux it counts seconds
+    since boot, elsewhere seconds since the epoch (psutil)."""
     if _LINUX:
         info = _linux_stat(pid)
         return None if info is None or info[0] in ("Z", "X") else info[2]

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from codexw.core import paths
+from codexw.core import paths, process
 from codexw.core.models import Job, JobState
 from codexw.core.store import Store
 from codexw.services.common import open_store
@@ -72,7 +72,7 @@ def _process_tree(job: Job) -> list[ProcessInfo]:
     for pid, role in roots:
         try:
             proc = psutil.Process(pid)
-            if job.runner_start and abs(proc.create_time() - job.runner_start) > 0.05:
+            if not process.is_alive(pid, job.runner_start):
                 continue
             procs = [proc, *proc.children(recursive=True)]
         except psutil.Error:

@@ -19,3 +19,18 @@ def test_states_are_the_words_users_see() -> None:
     assert JobState("timed_out") is JobState.TIMED_OUT
     assert str(JobState.RUNNING) == "running"
     assert JobState.QUEUED not in FINAL_STATES and JobState.CANCELLED in FINAL_STATES
+
+
+def test_process_identity_ignores_wall_clock_steps() -> None:
+    """The start token is counted from boot: a stepped clock cannot make a live
+    runner look like another process."""
+    import os
+    import time
+
+    from codexw.core import process
+
+    me = os.getpid()
+    token = process.create_time(me)
+    assert token is not None and token < time.monotonic() + 1  # seconds since boot
+    assert process.is_alive(me, token)
+    assert not process.is_alive(me, token - 10)
