@@ -610,23 +610,8 @@ class Store:
         batch_id: int | None = None,
         limit: int | None = 10,
     ) -> list[Job]:
-        where, params = [], []
-        if project is not None:
-            where.append("project = ?")
-            params.append(project)
-        if job_type is not None:
-            where.append("type = ?")
-            params.append(job_type)
-        if state is not None:
-            where.append("state = ?")
-            params.append(state)
-        if batch_id is not None:
-            where.append("batch_id = ?")
-            params.append(batch_id)
-        sql = "SELECT * FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC"
+        where, params = _where(project=project, type=job_type, state=state, batch_id=batch_id)
+        sql = "SELECT * FROM jobs" + where + " ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -858,22 +843,19 @@ def _rank(q: float, n: int) -> int:
     return min(n - 1, max(0, math.ceil(q * n) - 1))
 
 
-def _stats_where(
-    project: str | None, job_type: str | None, extra: str | None = None, level: str | None = None
-) -> tuple[str, list[Any]]:
-    where, params = [], []
-    if project is not None:
-        where.append("project = ?")
-        params.append(project)
-    if level is not None:
-        where.append("level = ?")
-        params.append(level)
-    if job_type is not None:
-        where.append("type = ?")
-        params.append(job_type)
+def _where(extra: str | None = None, **equal: Any) -> tuple[str, list[Any]]:
+    """` WHERE col = ? AND …` for the filters that are set (None means any)."""
+    where = [f"{column} = ?" for column, value in equal.items() if value is not None]
+    params = [value for value in equal.values() if value is not None]
     if extra:
         where.append(extra)
     return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+def _stats_where(
+    project: str | None, job_type: str | None, extra: str | None = None, level: str | None = None
+) -> tuple[str, list[Any]]:
+    return _where(extra, project=project, level=level, type=job_type)
 
 
 def _store_error(path: os.PathLike[str] | str, exc: sqlite3.DatabaseError) -> StoreError:
