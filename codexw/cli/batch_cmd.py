@@ -50,6 +50,7 @@ def batch(
     display: the jobs go on (follow them with `codexw wait --batch N`).
     """
     from codexw.services.batch import BatchRequest, submit
+    from codexw.services.launch import LaunchRequest
 
     if fmt is not None and fmt not in ("text", "jsonl", "toml"):
         raise UsageError(f"unknown format {fmt!r}", "use text, jsonl or toml")
@@ -59,10 +60,12 @@ def batch(
     request = (
         BatchRequest(
             source=source if source != "-" else "<stdin>", text=text, fmt=fmt,
-            max_parallel=max_parallel, halt_on_failure=halt_on_failure, level=level,
-            type=job_type, model=model, sandbox=sandbox, cwd=cd, timeout=timeout,
-            retries=retries, retry_timeouts=retry_timeouts,
-            backend=backend, broker_url=broker, queue=queue,
+            max_parallel=max_parallel, halt_on_failure=halt_on_failure,
+            defaults=LaunchRequest(
+                task="", level=level, type=job_type, model=model, sandbox=sandbox, cwd=cd,
+                timeout=timeout, retries=retries, retry_timeouts=retry_timeouts,
+                backend=backend, broker_url=broker, queue=queue,
+            ),
         )
     )
     with deferred_hangup() as hangup:  # a closing terminal must not cut submit in half

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from codexw.core import batchfile, paths
 from codexw.core.config import load_config
@@ -25,20 +25,11 @@ MIN_REFRESH = 0.1  # seconds between two snapshots of a watched batch
 class BatchRequest:
     source: str
     text: str
+    # Flags for every task; a task's own level/type/model/timeout/retries win.
+    defaults: LaunchRequest = field(default_factory=lambda: LaunchRequest(task=""))
     fmt: str | None = None
     max_parallel: int | None = None
     halt_on_failure: bool = False
-    level: str | None = None
-    type: str | None = None
-    model: str | None = None
-    sandbox: str | None = None
-    cwd: str | None = None
-    timeout: str | None = None
-    retries: int | None = None
-    retry_timeouts: bool | None = None
-    backend: str | None = None
-    broker_url: str | None = None
-    queue: str | None = None
 
 
 @dataclass
@@ -62,28 +53,24 @@ def submit(req: BatchRequest) -> BatchSubmitted:
     if req.max_parallel is not None and req.max_parallel < 1:
         raise UsageError("--max-parallel must be at least 1")
     entries = batchfile.parse(req.source, req.text, req.fmt)
-    project = paths.project_root(req.cwd or os.getcwd())
+    base = req.defaults
+    project = paths.project_root(base.cwd or os.getcwd())
     config = load_config(project)
     max_parallel = req.max_parallel or config.max_parallel or DEFAULT_MAX_PARALLEL
     specs, warnings = [], []
     for entry in entries:
         try:
             prepared = prepare(
-                LaunchRequest(
+                replace(
+                    base,
                     task=entry.task,
-                    level=entry.level or req.level,
-                    type=entry.type or req.type,
-                    model=entry.model or req.model,
-                    sandbox=req.sandbox,
-                    cwd=req.cwd,
-                    timeout=entry.timeout or req.timeout,
-                    retries=entry.retries if entry.retries is not None else req.retries,
-                    retry_timeouts=req.retry_timeouts,
+                    level=entry.level or base.level,
+                    type=entry.type or base.type,
+                    model=entry.model or base.model,
+                    timeout=entry.timeout or base.timeout,
+                    retries=entry.retries if entry.retries is not None else base.retries,
                     priority=entry.priority,
                     name=entry.name,
-                    backend=req.backend,
-                    broker_url=req.broker_url,
-                    queue=req.queue,
                 ),
                 config,
             )
