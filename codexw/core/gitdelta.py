@@ -35,7 +35,8 @@ def _git(cwd: str, *args: str) -> bytes | None:
     env.pop("GIT_WORK_TREE", None)
     try:
         done = subprocess.run(
-            ["git", *args], cwd=cwd,  # no git on PATH: OSError, handled below env=env, stdin=subprocess.DEVNULL,
+            # No git on PATH: OSError, handled below.
+            ["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=GIT_TIMEOUT, check=False,
         )
     except (OSError, subprocess.SubprocessError):

@@ -99,3 +99,26 @@ def test_a_stray_git_dir_inside_a_repository_is_not_the_project(repo: Path) -> N
     inner = repo / "sub" / "inner"
     (inner / ".git").mkdir(parents=True)  # not a repository: git would walk past it
     assert gitdelta.snapshot(str(inner)) is None
+
+
+def test_git_runs_without_optional_locks_and_ignores_an_inherited_git_dir(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner's `git status` must never take index.lock while codex commits, and a
+    GIT_DIR inherited from the launching shell must not point it at another repository."""
+    real_git = subprocess.run(["sh", "-c", "command -v git"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    spy_dir = tmp_path / "spy"
+    spy_dir.mkdir()
+    seen = tmp_path / "seen"
+    spy = spy_dir / "git"
+    spy.write_text(f'#!/bin/sh\necho "locks=$GIT_OPTIONAL_LOCKS" >> {seen}\nexec {real_git} "$@"\n')
+    spy.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{spy_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "not-a-repo"))
+    before = gitdelta.snapshot(str(repo))
+    assert before is not None
+    (repo / "new").write_text("x\n")
+    assert gitdelta.changed_files(before, str(repo)) == {"new": "add"}
+    calls = seen.read_text().split()
+    assert calls and set(calls) == {"locks=0"}
