@@ -67,12 +67,23 @@ def record_progress(store: Store, job: Job, summary: RunSummary) -> None:
         pass
 
 
-def queue_with_report(store: Store, spec: JobSpec, now: float, **kw: Any) -> int:
+def queue_with_report(
+    store: Store, spec: JobSpec, now: float, *, report_required: bool = True, **kw: Any
+) -> int:
     """Inside a transaction: insert a job and write its TEMP report before anyone can
-    claim it, so the report path is recorded once and never races a fast runner."""
+    claim it, so the report path is recorded once and never races a fast runner.
+
+    A TEMP report that cannot be written raises OSError (the caller's transaction rolls
+    back) unless `report_required` is False: then the job is queued without one and
+    its runner writes it."""
     job_id = store.insert_job(spec, now=now, **kw)
     job = store.get_job(job_id)
-    path = write_temp_report(job)
+    try:
+        path = write_temp_report(job)
+    except OSError:
+        if report_required:
+            raise
+        return job_id
     store.set_paths(job_id, str(path), None)
     return job_id
 
@@ -189,20 +200,16 @@ def record_end(
         if not recorded:
             return False, None
         if wants_retry(job, ending):
-            try:
-                retry_id = queue_with_report(
-                    store,
-                    job.spec,
-                    time.time(),
-                    attempt=job.attempt + 1,
-                    retry_of=job.id,
-                    not_before=ended_at + backoff_delay(job),
-                )
-            except OSError:  # no TEMP report possible: still retry, the runner writes it
-                retry_id = store.insert_job(
-                    job.spec, now=time.time(), attempt=job.attempt + 1, retry_of=job.id,
-                    not_before=ended_at + backoff_delay(job),
-                )
+            # No TEMP report possible (disk full): still retry once, the runner writes it.
+            retry_id = queue_with_report(
+                store,
+                job.spec,
+                time.time(),
+                report_required=False,
+                attempt=job.attempt + 1,
+                retry_of=job.id,
+                not_before=ended_at + backoff_delay(job),
+            )
             store.repoint_deps(job.id, retry_id)
         elif ending.state in HALTING and job.spec.batch_id is not None:
             store.halt_batch(job.spec.batch_id, f"job {job.id} {ending.state.value}")
