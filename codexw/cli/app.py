@@ -16,8 +16,9 @@ HELP = """Run Codex agents as detached background jobs.
 Every job is recorded in a registry and gets a Markdown report
 (<project>/.codexw/<type>/…_TEMP_… while it runs, …_<PID>_… when it ends).
 
-Exit codes: 0 success, 1 a job failed, 2 usage or config error,
-124 wait timed out, 130 interrupted.
+Exit codes: 0 success, 1 a job failed or the command could not do its
+work (registry or disk), 2 usage or config error, 124 wait timed out,
+130 interrupted.
 """
 
 # name: (module in codexw.cli, function). The order is the order of `codexw --help`.

@@ -1,9 +1,16 @@
-"""Typed errors. Each carries the exit code the CLI uses and a hint for the user."""
+"""Typed errors. Each carries the exit code the CLI uses and a hint for the user.
+
+Exit codes: 2 means the user's input was wrong (a flag, a task, a config value, a job
+id that does not exist) and nothing was recorded; 1 means the input was fine but the
+command could not do its work (a job failed, the registry cannot be written, the disk
+is full, a lock stayed busy). Scripts can tell "fix the command" from "try again later".
+"""
 
 from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
+EXIT_FAILED = 1  # the command could not do its work (environment, not input)
 EXIT_USAGE = 2
 EXIT_WAIT_TIMEOUT = 124
 EXIT_INTERRUPTED = 130
@@ -36,7 +43,10 @@ class NotFoundError(CodexwError):
 
 
 class StoreError(CodexwError):
-    """The registry cannot be opened, read or written."""
+    """The registry, a report or a lock cannot be opened, read or written (full disk,
+    read-only mount, corrupt file): the environment, not the user's input."""
+
+    exit_code = EXIT_FAILED
 
 
 class TemplateError(CodexwError):
@@ -50,4 +60,4 @@ class CodexMissingError(CodexwError):
 class BusyError(CodexwError):
     """Another codexw process holds a lock this command needs, for longer than it waits."""
 
-    exit_code = EXIT_JOB_FAILED  # 1: the work was not done
+    exit_code = EXIT_FAILED

@@ -1,8 +1,9 @@
 """Storage faults: a state dir that cannot be written, a full disk, a report folder that
 disappears, a corrupt registry, a corrupt config, a broken template.
 
-Each gives one clear line (what, where, what to do), exit 2 for user errors, and
-loses nothing already recorded; a running job whose report cannot be written still
+Each gives one clear line (what, where, what to do), exit 2 for the user's bad input
+(config, template), exit 1 when the environment stops the command (the registry or a
+report cannot be written, a corrupt registry), and loses nothing already recorded; a running job whose report cannot be written still
 records its outcome and says where its output went.
 """
 
@@ -57,7 +58,7 @@ def test_state_dir_read_only_refuses_launch_in_one_line_and_loses_nothing(cx: En
     before, reports = _jobs_snapshot(cx), cx.reports()
     with read_only(cx.state):
         proc = cx.run("launch", "new work")
-        assert proc.returncode == 2
+        assert proc.returncode == 1  # the environment, not the input
         line = one_line_error(proc)
         assert str(cx.state / "codexw.db") in line and "writable" in line
         _no_new_reports(cx, reports)
@@ -71,7 +72,7 @@ def test_state_dir_under_a_regular_file_is_a_clear_error(cx: Env) -> None:
     env = {"CODEXW_STATE_DIR": str(blocker / "state")}
     for args in (("launch", "x"), ("status",), ("wait", "1")):
         proc = cx.run(*args, env=env)
-        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.returncode == 1, (args, proc.stderr)
         line = one_line_error(proc)
         assert str(blocker / "state") in line and "Not a directory" in line
         assert "CODEXW_STATE_DIR" in line  # what to do
@@ -114,7 +115,7 @@ def test_state_dir_not_writable_by_an_unprivileged_user(cx: Env) -> None:
             "CODEXW_STATE_DIR": str(state), "CODEXW_CONFIG_DIR": str(base / "config"),
         }
         proc = _as_nobody(base, ["launch", "x"], env)
-        assert proc.returncode == 2, proc.stderr
+        assert proc.returncode == 1, proc.stderr
         line = one_line_error(proc)
         assert "Permission denied" in line and str(state) in line
         assert not list((base / "project").rglob("*.md"))
@@ -127,7 +128,7 @@ def test_state_dir_not_writable_by_an_unprivileged_user(cx: Env) -> None:
         (state / "codexw.db").chmod(0o644)
         digest = sha256(state / "codexw.db")
         proc = _as_nobody(base, ["launch", "x"], env)
-        assert proc.returncode == 2, proc.stderr
+        assert proc.returncode == 1, proc.stderr
         line = one_line_error(proc)
         assert str(state / "codexw.db") in line
         assert sha256(state / "codexw.db") == digest
@@ -144,7 +145,7 @@ def test_full_disk_under_the_state_dir_refuses_launch_and_loses_nothing(cx: Env)
         reports = cx.reports()
         filler = fill_disk(cx.state)
         proc = cx.run("launch", "new work")
-        assert proc.returncode == 2
+        assert proc.returncode == 1  # a full disk is no usage error
         line = one_line_error(proc)
         assert "no space left" in line and "free some disk space" in line
         _no_new_reports(cx, reports)
@@ -158,7 +159,7 @@ def test_full_disk_under_the_project_refuses_launch_and_batch_queues_nothing(cx:
         (cx.project / ".codexw" / "workers").mkdir()
         filler = fill_disk(cx.project / ".codexw")
         proc = cx.run("launch", "x")
-        assert proc.returncode == 2
+        assert proc.returncode == 1
         line = one_line_error(proc)
         assert "No space left on device" in line and "nothing was queued" in line
         # Room for a few TEMP reports, not for twenty: the batch is queued whole or not at all.
@@ -167,7 +168,7 @@ def test_full_disk_under_the_project_refuses_launch_and_batch_queues_nothing(cx:
         tasks = cx.tmp / "tasks.txt"
         tasks.write_text("\n".join(f"task {i}" for i in range(20)))
         proc = cx.run("batch", str(tasks), "--detach")
-        assert proc.returncode == 2
+        assert proc.returncode == 1
         assert "nothing was queued" in one_line_error(proc)
         assert not list((cx.project / ".codexw").rglob("*_TEMP_*")), "orphaned TEMP reports"
     with sqlite3.connect(cx.state / "codexw.db") as db:
@@ -294,7 +295,7 @@ READERS = [c for c in ALL_COMMANDS if c[0] not in ("launch", "batch")]
                          [(_garbage_header, ALL_COMMANDS), (_truncated, ALL_COMMANDS),
                           (_damaged_rows, READERS)],
                          ids=["garbage-header", "truncated", "damaged-rows"])
-def test_corrupt_registry_gives_one_line_exit_2_and_is_never_overwritten(  # type: ignore[no-untyped-def]
+def test_corrupt_registry_gives_one_line_exit_1_and_is_never_overwritten(  # type: ignore[no-untyped-def]
     cx: Env, damage, commands
 ) -> None:
     _populate(cx)
@@ -303,7 +304,7 @@ def test_corrupt_registry_gives_one_line_exit_2_and_is_never_overwritten(  # typ
     digest = sha256(db)
     for args in commands:
         proc = cx.run(*args, input="a\nb\n")
-        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert proc.returncode == 1, (args, proc.stdout, proc.stderr)
         line = one_line_error(proc)
         assert f"the registry {db} is corrupt" in line, line
         assert f"mv {db} {db}.corrupt" in line  # what to do
