@@ -1,10 +1,16 @@
-"""Layered configuration: flag > CODEXW_* env > project config > user config > defaults."""
+"""Layered configuration: flag > CODEXW_* env > project config > user config > defaults.
+
+A project's config comes with the repository, so it is untrusted: the keys in NEEDS_TRUST
+are taken from it only once the user trusts that file (`codexw trust`, core/trust.py).
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import shlex
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,7 @@ class Config:
     broker_url: str | None = None
     queue: str = "codex"
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+    project: ProjectTrust | None = field(default=None, compare=False)
 
     def with_overrides(self, **values: Any) -> Config:
         """Apply command-line flags (None means 'not given'), validating each."""
@@ -51,7 +58,69 @@ class Config:
         return replace(self, **changes, sources=sources)
 
 
-KEYS = {f.name for f in fields(Config) if f.name != "sources"}
+@dataclass(frozen=True)
+class ProjectTrust:
+    """What became of a project config's keys that need trust."""
+
+    file: str
+    state: str  # trusted | untrusted | changed (trusted, then edited) | "not needed"
+    needs_trust: tuple[str, ...]  # the keys in the file that need trust
+    ignored: tuple[str, ...]  # those not taken (empty once trusted)
+
+    def notice(self) -> str | None:
+        """The one-line notice while keys are ignored."""
+        if not self.ignored:
+            return None
+        why = ("it changed since you trusted it" if self.state == "changed"
+               else "the project is not trusted")
+        return (f"ignoring {', '.join(self.ignored)} from {self.file}: {why}"
+                " (review it, then run `codexw trust`)")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"file": self.file, "state": self.state, "needs_trust": list(self.needs_trust),
+                "ignored": list(self.ignored)}
+
+
+KEYS = {f.name for f in fields(Config) if f.name not in ("sources", "project")}
+_DEFAULTS = Config()
+
+_SANDBOX_RANK = {name: rank for rank, name in enumerate(SANDBOXES)}  # read-only is 0
+
+
+def _no_weaker_sandbox(value: Any, base: Any) -> bool:
+    # A sandbox no weaker than the one the user would get otherwise only takes power away.
+    return _SANDBOX_RANK[value] <= _SANDBOX_RANK[base]
+
+
+# Every key that runs a program, chooses its arguments, weakens the sandbox, names a path
+# outside the project or sends data off the machine. From a project config such a key is
+# taken only once the user trusts the file. A key added later that does any of this
+# (worktree set-up commands, copied files, notification commands, webhooks) goes here.
+# The value, when not None, says when the key is harmless anyway:
+# f(project value, value from the user config or defaults) -> True to take it untrusted.
+NEEDS_TRUST: dict[str, Callable[[Any, Any], bool] | None] = {
+    "codex_bin": None,  # runs a program
+    "codex_args": None,  # its arguments: -c sandbox_mode=..., --add-dir /, a profile
+    "sandbox": _no_weaker_sandbox,  # read-only is fine, danger-full-access is not
+    "templates_dir": None,  # reads files anywhere into reports (a template may be a symlink)
+    "broker_url": None,  # where tasks (and project paths) are sent
+}
+
+_notice_sink: Callable[[str], None] | None = None
+_noticed: set[str] = set()
+
+
+def on_notice(sink: Callable[[str], None] | None) -> None:
+    """Where the one-line 'ignoring … (run `codexw trust`)' notices go: the CLI sets
+    stderr; core never prints. Each notice is given once per process."""
+    global _notice_sink
+    _notice_sink = sink
+
+
+def _notice(message: str) -> None:
+    if _notice_sink is not None and message not in _noticed:
+        _noticed.add(message)
+        _notice_sink(message)
 _DURATION_KEYS = {"timeout", "kill_grace", "backoff_base", "backoff_max"}
 
 
@@ -134,48 +203,112 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
     return value
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The file's content, None when there is none. A repository can make its config a
+    symlink to /dev/zero or a FIFO: only a regular file of at most 1 MiB is read, and
+    opening never blocks."""
     try:
-        fh = path.open("rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        return {}
+        return None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"{path}: not a regular file", "a config is a TOML file")
+            content = fh.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(content) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than 1 MiB", "a config is a short TOML file")
+    return content
+
+
+def _read_toml(path: Path, content: bytes | None) -> dict[str, Any]:
+    if content is None:
+        return {}
     import tomllib  # only when there is a file to parse: most runs have none
 
     try:
-        with fh:
-            data = tomllib.load(fh)
+        data = tomllib.loads(content.decode())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}", "fix or remove the file") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{path}: not valid UTF-8 (byte {exc.start})", "save it as UTF-8 TOML or remove it"
         ) from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     return data
+
+
+def parse_file(path: Path, content: bytes | None) -> dict[str, Any]:
+    """Every key of a config file, validated (an error names the file and the key)."""
+    values = {}
+    for key, value in _read_toml(path, content).items():
+        if key not in KEYS:
+            raise ConfigError(
+                f"{path}: unknown key {key!r}", "known keys: " + ", ".join(sorted(KEYS))
+            )
+        values[key] = _coerce(key, value, where=str(path))
+    return values
+
+
+def needing_trust(file_values: dict[str, Any], base: dict[str, Any]) -> list[str]:
+    """The keys of a project file that count only once it is trusted; `base` holds the
+    values from the layers below (user config), defaults fill the rest."""
+    held = []
+    for key, value in file_values.items():
+        if key not in NEEDS_TRUST:
+            continue
+        harmless = NEEDS_TRUST[key]
+        if harmless is None or not harmless(value, base.get(key, getattr(_DEFAULTS, key))):
+            held.append(key)
+    return held
+
+
+def _project_layer(
+    project: str | os.PathLike[str], base: dict[str, Any]
+) -> tuple[dict[str, Any], ProjectTrust | None]:
+    """The project file's values that count, and what became of the ones needing trust."""
+    path = paths.project_config_file(project)
+    content = read_bytes(path)
+    if content is None:
+        return {}, None
+    values = parse_file(path, content)  # ignored keys are still validated: a typo is an error
+    held = needing_trust(values, base)
+    if not held:
+        return values, ProjectTrust(str(path), "not needed", (), ())
+    from codexw.core import trust  # only for a project config that asks for trust
+
+    # The hash is of the very bytes parsed above: no window to swap the file in between.
+    state = trust.state(path, project, content)
+    if state == trust.TRUSTED:
+        return values, ProjectTrust(str(path), state, tuple(held), ())
+    result = ProjectTrust(str(path), state, tuple(held), tuple(held))
+    for key in held:
+        del values[key]
+    return values, result
 
 
 def load_config(project: str | os.PathLike[str] | None = None) -> Config:
     """Merge defaults, the user file, the project file and CODEXW_* variables."""
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    files = [paths.user_config_file()]
+    user = paths.user_config_file()
+    values = parse_file(user, read_bytes(user))
+    sources = dict.fromkeys(values, str(user))
+    project_trust = None
     if project is not None:
-        files.append(paths.project_config_file(project))
-    for path in files:
-        for key, value in _read_toml(path).items():
-            if key not in KEYS:
-                raise ConfigError(
-                    f"{path}: unknown key {key!r}", "known keys: " + ", ".join(sorted(KEYS))
-                )
-            values[key] = _coerce(key, value, where=str(path))
-            sources[key] = str(path)
+        project_values, project_trust = _project_layer(project, values)
+        values.update(project_values)
+        sources.update(dict.fromkeys(project_values, str(paths.project_config_file(project))))
+        if project_trust is not None and (message := project_trust.notice()):
+            _notice(message)
     for key in KEYS:
         env_name = "CODEXW_" + key.upper()
         raw = os.environ.get(env_name)
         if raw is not None and raw != "":
             values[key] = _coerce(key, raw, where=f"environment variable {env_name}")
             sources[key] = env_name
-    return Config(**values, sources=sources)
+    return Config(**values, sources=sources, project=project_trust)

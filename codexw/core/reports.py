@@ -30,8 +30,43 @@ def stamp(ts: float) -> str:
 
 
 def temp_report_path(job: Job) -> Path:
+    """Where the job's TEMP report is: the path recorded at queue time (which may carry
+    a suffix, see `new_temp_report_path`), else `<stamp>_TEMP_<id>_codex_task.md`."""
+    if job.report_path and "_TEMP_" in os.path.basename(job.report_path):
+        return Path(job.report_path)
     directory = paths.report_dir(job.spec.project, job.spec.type)
     return directory / f"{stamp(job.queued_at)}_TEMP_{job.id}{SUFFIX}"
+
+
+def new_temp_report_path(job: Job) -> Path:
+    """The TEMP name for a job being queued. Another registry (a second state dir on this
+    project, a registry deleted and made anew) can have a job with the same id queued in
+    the same second: then `<stamp>_TEMP_<id>.<key>_codex_task.md`, never its file."""
+    path = temp_report_path(job)
+    if job.job_key and os.path.lexists(path) and not carries_key(path, job.job_key):
+        path = path.with_name(path.name.replace(SUFFIX, f".{job.job_key}{SUFFIX}"))
+    return path
+
+
+KEY_MARK = "<!-- codexw job key: "
+
+
+def carries_key(path: Path, job_key: str | None) -> bool:
+    """Whether the report at `path` is the one written for the attempt with `job_key`
+    (TEMP reports carry the key in an HTML comment). A file that cannot prove it is
+    someone else's, and is never removed as ours."""
+    if not job_key:
+        return False
+    try:
+        with open(path, "rb", opener=_nofollow) as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return f"{KEY_MARK}{job_key} -->".encode() in head
+
+
+def _nofollow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
 
 
 def final_report_name(job: Job) -> str:
@@ -47,9 +82,10 @@ def fmt_time(ts: float | None) -> str:
 # -- atomic writes --------------------------------------------------------------------
 
 
-def _write_tmp(directory: Path, name: str, text: str, durable: bool = True) -> Path:
+def _write_tmp(directory: Path, name: str, text: str, durable: bool = True,
+               mode: int = 0o666) -> Path:
     tmp = directory / f".{name}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
             fh.write(text)
@@ -78,12 +114,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_replace(path: Path, text: str, durable: bool = True) -> None:
+def atomic_replace(path: Path, text: str, durable: bool = True, mode: int = 0o666) -> None:
     """Write `text` to `path` via tmp (+ fsync) + rename; a planted symlink is replaced,
-    never followed. TEMP reports skip the fsync: they are rewritten while the job runs."""
+    never followed. TEMP reports skip the fsync: they are rewritten while the job runs.
+    `mode` (before the umask) is the new file's: the trust store is 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_tmp(path.parent, path.name, text, durable)
+    tmp = _write_tmp(path.parent, path.name, text, durable, mode)
     os.replace(tmp, path)
+    if durable:
+        _fsync_dir(path.parent)  # the rename itself survives a crash
 
 
 def atomic_create(path: Path, text: str) -> Path:
@@ -111,8 +150,10 @@ def atomic_create(path: Path, text: str) -> Path:
 
 def render_temp(job: Job, summary: RunSummary | None = None, state: str | None = None) -> str:
     s = job.spec
-    lines = [
-        f"# codexw job {job.id} ({state or job.state.value})",
+    lines = [f"# codexw job {job.id} ({state or job.state.value})"]
+    if job.job_key:
+        lines.append(f"{KEY_MARK}{job.job_key} -->")
+    lines += [
         "",
         f"**Task:** {_first_line(s.task)}",
         f"**Started:** {fmt_time(job.started_at or job.queued_at)}",
