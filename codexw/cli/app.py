@@ -8,7 +8,8 @@ from importlib import import_module
 import typer
 
 from codexw import __version__
-from codexw.cli.render import error
+from codexw.cli.render import error, warn
+from codexw.core.config import on_notice
 from codexw.core.errors import EXIT_INTERRUPTED, CodexwError
 
 HELP = """Run Codex agents as detached background jobs.
@@ -32,6 +33,8 @@ COMMANDS = {
     "retry": ("batch_cmd", "retry"),
     "continue": ("continue_cmd", "continue_"),
     "doctor": ("doctor_cmd", "doctor"),
+    "trust": ("trust_cmd", "trust"),
+    "untrust": ("trust_cmd", "untrust"),
     "cleanup": ("cleanup_cmd", "cleanup"),
     "worker": ("worker_cmd", "worker"),
 }
@@ -75,6 +78,7 @@ def main() -> None:
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
     wanted = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in COMMANDS else None
+    on_notice(warn)  # e.g. keys of an untrusted project config being ignored, on stderr
     try:
         code = build_app(wanted)(prog_name="codexw", standalone_mode=False)
     except CodexwError as exc:
