@@ -18,7 +18,8 @@ def doctor(
 ) -> None:
     """Check that jobs can run here; exit 1 when something is broken.
 
-    Checks the config, codex (found, version), its login, CODEX_HOME (writable), the
+    Checks the config (and whether the project config is trusted: which of its keys are
+    ignored until `codexw trust`), codex (found, version), its login, CODEX_HOME (writable), the
     registry, the report templates and the platform features codexw uses. One line per check (ok, warn or fail) with a hint; exit 1 when any check fails.
     """
     from codexw.services.doctor import run_doctor

@@ -39,6 +39,7 @@ class Check:
 @dataclass
 class DoctorReport:
     checks: list[Check]
+    project_config: dict[str, object] | None = None  # its file, trust state, ignored keys
 
     @property
     def ok(self) -> bool:
@@ -49,6 +50,7 @@ class DoctorReport:
             "ok": self.ok,
             "counts": {s: sum(c.status == s for c in self.checks) for s in (OK, WARN, FAIL)},
             "checks": [c.to_dict() for c in self.checks],
+            "project_config": self.project_config,
         }
 
 
@@ -96,6 +98,23 @@ def check_config(project: Path) -> tuple[Check, Config | None]:
     files = sorted(set(config.sources.values()))
     detail = "valid" + (f" ({', '.join(files)})" if files else " (defaults only)")
     return Check("config", OK, detail), config
+
+
+def check_trust(config: Config | None, project: Path) -> Check | None:
+    """Is the project config trusted, and which of its keys are ignored until it is?"""
+    if config is None:
+        return None  # the config check failed already
+    info = config.project
+    if info is None:
+        return Check("trust", OK, f"no project config in {project}")
+    if info.state == "not needed":
+        return Check("trust", OK, f"{info.file} sets no key that needs trust")
+    keys = ", ".join(info.needs_trust)
+    if not info.ignored:
+        return Check("trust", OK, f"{info.file} is trusted: {keys} in effect")
+    why = "edited since it was trusted" if info.state == "changed" else "not trusted"
+    return Check("trust", WARN, f"{info.file} is {why}: ignoring {', '.join(info.ignored)}",
+                 "review the file, then run `codexw trust`")
 
 
 def check_codex(codex_bin: str) -> tuple[list[Check], str | None]:
@@ -267,6 +286,9 @@ def run_doctor(cwd: str | None = None) -> DoctorReport:
     checks: list[Check] = []
     config_check, config = check_config(project)
     checks.append(config_check)
+    trust_check = check_trust(config, project)
+    if trust_check is not None:
+        checks.append(trust_check)
     codex_checks, codex = check_codex(config.codex_bin if config else "codex")
     checks += codex_checks
     home, explicit = codex_home()
@@ -281,4 +303,5 @@ def run_doctor(cwd: str | None = None) -> DoctorReport:
     checks.append(check_state())
     checks.append(check_templates(config))
     checks += check_platform()
-    return DoctorReport(checks)
+    info = config.project if config is not None else None
+    return DoctorReport(checks, info.to_dict() if info is not None else None)
