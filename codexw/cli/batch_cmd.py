@@ -211,8 +211,8 @@ def _summary(snap) -> None:  # type: ignore[no-untyped-def]
 
 
 def retry(
-    job_ids: list[int] = typer.Argument(None, metavar="[ID]..."),
-    batch: int = typer.Option(None, "--batch", "-b", help="Jobs of this batch."),
+    job_ids: list[int] = typer.Argument(None, metavar="[ID]...", **render.ID),
+    batch: int = typer.Option(None, "--batch", "-b", help="Jobs of this batch.", **render.ID),
     failed: bool = typer.Option(False, "--failed", help="Only failed, timed-out, lost or cancelled jobs (with --batch)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:

@@ -12,7 +12,7 @@ from codexw.core.errors import UsageError
 
 
 def continue_(
-    job_id: int = typer.Argument(..., metavar="ID", help="The job whose conversation goes on."),
+    job_id: int = typer.Argument(..., metavar="ID", help="The job whose conversation goes on.", **render.ID),
     task: str = typer.Argument(None, metavar="[FOLLOW-UP]", help="What to tell the agent next."),
     file: str = typer.Option(None, "--file", "-f", help="Read the follow-up from FILE ('-' for stdin)."),
     level: str = typer.Option(None, "--level", "-l", help="Reasoning effort. [default: the job's]"),

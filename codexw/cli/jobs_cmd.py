@@ -19,15 +19,15 @@ STATES = ", ".join(s.value for s in JobState)
 
 
 def status(
-    job_id: int = typer.Argument(None, metavar="[ID]", help="Show one job in detail."),
-    latest: int = typer.Option(10, "--latest", "-n", help="How many of the newest jobs to list."),
+    job_id: int = typer.Argument(None, metavar="[ID]", help="Show one job in detail.", **render.ID),
+    latest: int = typer.Option(10, "--latest", "-n", help="How many of the newest jobs to list.", **render.ID),
     show_all: bool = typer.Option(False, "--all", "-a", help="List every job, not just the newest."),
     all_projects: bool = typer.Option(False, "--all-projects", help="Jobs of every project, not just this one."),
     job_type: str = typer.Option(None, "--type", "-t", help="Only jobs of this type."),
     state: str = typer.Option(None, "--state", help=f"Only jobs in this state ({STATES})."),
     workers: bool = typer.Option(False, "--workers", help="Shortcut for --type workers."),
     research: bool = typer.Option(False, "--research", help="Shortcut for --type research."),
-    batch: int = typer.Option(None, "--batch", "-b", help="Only jobs of this batch."),
+    batch: int = typer.Option(None, "--batch", "-b", help="Only jobs of this batch.", **render.ID),
     watch: bool = typer.Option(False, "--watch", help="Keep the table live until Ctrl-C."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     stats: bool = typer.Option(
@@ -257,8 +257,8 @@ def _stats_text(st) -> str:  # type: ignore[no-untyped-def]
 
 
 def wait(
-    job_ids: list[int] = typer.Argument(None, metavar="[ID]...", help="Jobs to wait for."),
-    batch: int = typer.Option(None, "--batch", "-b", help="Wait for every job of this batch."),
+    job_ids: list[int] = typer.Argument(None, metavar="[ID]...", help="Jobs to wait for.", **render.ID),
+    batch: int = typer.Option(None, "--batch", "-b", help="Wait for every job of this batch.", **render.ID),
     timeout: str = typer.Option(None, "--timeout", help="Give up after this long (exit 124): 90s, 20m."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; use the exit status."),
@@ -309,7 +309,7 @@ ICON = {
 
 
 def logs(
-    job_id: int = typer.Argument(..., metavar="ID"),
+    job_id: int = typer.Argument(..., metavar="ID", **render.ID),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
     raw: bool = typer.Option(False, "--raw", help="Print codex's JSONL events as they are."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per entry (JSON lines)."),
@@ -350,8 +350,8 @@ def logs(
 
 
 def kill(
-    job_ids: list[int] = typer.Argument(None, metavar="[ID]..."),
-    batch: int = typer.Option(None, "--batch", "-b", help="Every job of this batch."),
+    job_ids: list[int] = typer.Argument(None, metavar="[ID]...", **render.ID),
+    batch: int = typer.Option(None, "--batch", "-b", help="Every job of this batch.", **render.ID),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Stop jobs: the whole process tree of a running job, or cancel a queued one."""

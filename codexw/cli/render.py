@@ -10,8 +10,12 @@ from typing import Any
 
 from codexw.core.durations import format_duration
 from codexw.core.models import Job, JobState
+from codexw.core.validate import MAX_ID
 
 JSON_VERSION = 1
+# Bounds of every job/batch id (and count) argument: past SQLite's INTEGER the parser
+# refuses it in one line (exit 2), instead of an OverflowError from the registry.
+ID: dict[str, Any] = {"min": 1, "max": MAX_ID}
 
 STATE_STYLE = {
     JobState.QUEUED: "cyan",

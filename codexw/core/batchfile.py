@@ -156,19 +156,36 @@ def _check_names(source: str, entries: list[BatchEntry]) -> None:
                                  f"{source} has")
             if dep == entry.name:
                 raise UsageError(f"{entry.where}: a task cannot run after itself")
-    # Cycles would wait forever: refuse them.
-    state: dict[str, int] = {}
+    cycle = find_cycle({name: entry.after for name, entry in names.items()})
+    if cycle:
+        shown = cycle if len(cycle) <= 8 else [*cycle[:3], "…", *cycle[-3:]]
+        size = f" ({len(cycle) - 1} tasks)" if len(cycle) > 8 else ""
+        raise UsageError(f"{source}: dependency cycle {' → '.join(shown)}{size}",
+                         "a task cannot wait, directly or not, for itself")
 
-    def visit(name: str, path: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            cycle = " → ".join([*path[path.index(name):], name])
-            raise UsageError(f"{source}: dependency cycle {cycle}")
-        state[name] = 1
-        for dep in names[name].after:
-            visit(dep, [*path, name])
-        state[name] = 2
 
-    for name in names:
-        visit(name, [])
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A dependency cycle as [a, b, …, a], or None. Iterative depth-first search with an
+    explicit stack: a chain of thousands of tasks listed dependents-first must not hit
+    Python's recursion limit, and the path is kept once (not copied per step)."""
+    done: set[str] = set()
+    for root in graph:
+        if root in done:
+            continue
+        path: list[str] = [root]  # the names being visited, root first
+        on_path = {root}
+        pending = [iter(graph[root])]  # per name on the path: the deps still to visit
+        while pending:
+            dep = next(pending[-1], None)
+            if dep is None:  # every dep of path[-1] is done
+                pending.pop()
+                done.add(path[-1])
+                on_path.discard(path.pop())
+                continue
+            if dep in on_path:
+                return [*path[path.index(dep):], dep]
+            if dep not in done:
+                path.append(dep)
+                on_path.add(dep)
+                pending.append(iter(graph[dep]))
+    return None

@@ -14,6 +14,7 @@ from codexw.core.models import Job, JobState
 from codexw.core.notify import Listener
 from codexw.core.scheduler import fill_slots, reap_children, reconcile
 from codexw.core.store import Store
+from codexw.core.validate import check_max_parallel
 from codexw.services.common import open_store
 from codexw.services.launch import LaunchRequest, enqueue, prepare
 
@@ -50,8 +51,8 @@ class BatchSubmitted:
 
 def submit(req: BatchRequest) -> BatchSubmitted:
     """Parse and validate every task first; queue all of them or none."""
-    if req.max_parallel is not None and req.max_parallel < 1:
-        raise UsageError("--max-parallel must be at least 1")
+    if req.max_parallel is not None:
+        check_max_parallel(req.max_parallel)
     entries = batchfile.parse(req.source, req.text, req.fmt)
     base = req.defaults
     project = paths.project_root(base.cwd or os.getcwd())

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from codexw.core import lifecycle, paths, reports
+from codexw.core import lifecycle, paths, reports, validate
 from codexw.core.codex import INSTALL_HINT as DOCTOR_HINT  # one hint for launch and doctor
 from codexw.core.codex import in_git_repo
 from codexw.core.config import Config, load_config
 from codexw.core.durations import parse_duration
-from codexw.core.errors import CodexMissingError, StoreError, UsageError
+from codexw.core.errors import CodexMissingError, ConfigError, StoreError, UsageError
 from codexw.core.models import LEVELS, SANDBOXES, Job, JobSpec, JobState, is_job_type
 from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
@@ -71,6 +71,7 @@ class LaunchResult:
 def validate_task(task: str) -> str:
     if "\x00" in task:
         raise UsageError("the task contains a NUL byte", "pass plain text")
+    validate.check_text(task, "the task")  # undecodable argv bytes cannot be stored
     if not task.strip():
         raise UsageError("the task is empty", "give the task as an argument, with -f FILE, or on stdin")
     return task
@@ -135,7 +136,12 @@ class Prepared:
 
 
 def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | None = None) -> Prepared:
-    """Validate everything; raise UsageError without touching the registry."""
+    """Validate everything; raise UsageError without touching the registry.
+
+    Every field goes through core.validate: the request's before any of it is used,
+    the merged config's (naming the file a bad value came from), and the spec's."""
+    validate_task(req.task)
+    validate.check_fields(req)
     cwd = Path(req.cwd or os.getcwd()).expanduser()
     if not cwd.is_dir():
         raise UsageError(f"working directory {cwd} does not exist", "check --cd")
@@ -162,8 +168,8 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         retry_timeouts=req.retry_timeouts, backend=req.backend, broker_url=req.broker_url,
         queue=req.queue,
     )
+    check_config(cfg)
     timeout = parse_duration(req.timeout, what="timeout") if req.timeout else cfg.timeout
-    validate_task(req.task)
     remote = cfg.backend != "local"
     if remote:
         check_remote(cfg)
@@ -212,7 +218,21 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         broker_url=cfg.broker_url if remote else None,
         queue=cfg.queue if remote else None,
     )
-    return Prepared(spec, warnings)
+    return Prepared(validate.check_spec(spec), warnings)
+
+
+def check_config(cfg: Config) -> None:
+    """The merged config's values, by the same rules as a spec's fields: a NUL byte
+    or an out-of-range number from a config file or CODEXW_* names where it came from."""
+    found = validate.first_problem(cfg)
+    if found is None:
+        return
+    key, problem = found
+    error = validate.spec_error(key, problem)
+    source = cfg.sources.get(key, "command line")
+    if source != "command line":
+        raise ConfigError(f"{source}: bad value for {key!r}: {problem}", error.hint)
+    raise error
 
 
 def check_remote(cfg: Config) -> None:
@@ -352,6 +372,7 @@ def continue_job(req: ContinueRequest) -> LaunchResult:
     earlier job unless given.
     """
     validate_task(req.task)
+    validate.check_fields(req)  # before any registry read: ids and numbers fit it
     store = open_store()
     parent = conversation_of(store, req.job_id)
     ps = parent.spec
@@ -387,6 +408,7 @@ def continue_job(req: ContinueRequest) -> LaunchResult:
         resume_thread=parent.thread_id,
         resume_of=parent.id,
     )
+    validate.check_spec(spec)  # the thread id came from codex; old rows predate the checks
     warnings = [w for w in prepared.warnings if "git repository" not in w]
     if ps.backend == "local" and (os.environ.get("CODEX_HOME") or None) != ps.codex_home:
         warnings.append(

@@ -10,6 +10,7 @@ from codexw.core.errors import UsageError
 from codexw.core.models import Job, JobState
 from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
+from codexw.core.validate import check_spec
 from codexw.services.common import open_store
 
 RETRYABLE_BY_HAND = {
@@ -59,6 +60,11 @@ def retry_jobs(job_ids: list[int], batch_id: int | None = None, failed_only: boo
             return []
         raise UsageError("nothing to retry", "give job ids, or --failed --batch N")
     chosen = _dependencies_first(sorted({j.id: j for j in chosen}.values(), key=lambda j: j.id))
+    for job in chosen:  # a row recorded before today's checks must not kill a runner again
+        try:
+            check_spec(job.spec)
+        except UsageError as exc:
+            raise UsageError(f"job {job.id} cannot be retried: {exc.message}", exc.hint) from None
     done: list[Retried] = []
     with store.transaction():
         for job in chosen:

@@ -320,3 +320,168 @@ def test_reports_follow_the_users_umask(cx: Env, mask: int, mode: int) -> None:
     assert cx.run("wait", "1").returncode == 0
     final = Path(cx.job(1)["report_path"])
     assert stat.S_IMODE(final.stat().st_mode) == mode
+
+
+# -- numbers past SQLite's INTEGER, NUL bytes in what becomes argv, deep batch chains ----
+# Each used to crash (OverflowError, RecursionError: exit 1 and a traceback) or to be
+# recorded and then kill the runner at exec (a NUL byte), so the job went `lost` and was
+# retried. core.validate refuses all of them before anything is recorded.
+
+HUGE = "99999999999999999999"
+PAST_INT64 = str(2**63)
+
+
+def _registry_untouched(cx: Env) -> None:
+    _nothing_recorded(cx)
+    db = cx.state / "codexw.db"
+    if db.exists():
+        assert cx.db().execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 0
+    assert not cx.fake_runs(), "codex was started"
+
+
+def _dependents_first_chain(n: int, cycle: bool) -> str:
+    """n JSONL tasks, each after the next one: the last listed must run first."""
+    lines = []
+    for i in range(n):
+        after = [f"t{i + 1}"] if i + 1 < n else (["t0"] if cycle else [])
+        lines.append(json.dumps({"task": f"step {i}", "name": f"t{i}", "after": after}))
+    return "\n".join(lines) + "\n"
+
+
+BAD_NUMBERS = {
+    "batch-j-past-int64": ("batch", "-j", PAST_INT64, "TASKS"),
+    "batch-j-over-10000": ("batch", "-j", "10001", "TASKS"),
+    "launch-priority-huge": ("launch", "--priority", HUGE, "x"),
+    "launch-priority-past-int32": ("launch", "--priority", str(2**31), "x"),
+    "launch-retries-huge": ("launch", "--retries", HUGE, "x"),
+    "launch-retries-over-100": ("launch", "--retries", "101", "x"),
+    "launch-after-huge": ("launch", "--after", HUGE, "x"),
+    "launch-timeout-huge": ("launch", "--timeout", HUGE + "d", "x"),
+    "batch-retries-huge": ("batch", "--retries", HUGE, "TASKS"),
+    "continue-retries-huge": ("continue", "1", "more", "--retries", HUGE),
+    "status-id": ("status", PAST_INT64),
+    "status-latest": ("status", "-n", HUGE),
+    "wait-id": ("wait", PAST_INT64),
+    "wait-batch": ("wait", "--batch", PAST_INT64),
+    "logs-id": ("logs", PAST_INT64),
+    "kill-id": ("kill", PAST_INT64),
+    "retry-id": ("retry", PAST_INT64),
+    "continue-id": ("continue", PAST_INT64, "more"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_NUMBERS))
+def test_numbers_past_what_the_registry_holds_are_refused_in_one_line(cx: Env, name: str) -> None:
+    tasks = cx.tmp / "tasks.txt"
+    tasks.write_text("a\nb\n")
+    args = [str(tasks) if a == "TASKS" else a for a in BAD_NUMBERS[name]]
+    proc = cx.run(*args)
+    assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+    line = one_line_error(proc)
+    assert "OverflowError" not in line and "range" in line, line
+    _registry_untouched(cx)
+
+
+BAD_TEXT = {
+    # where the NUL byte (or undecodable byte) comes from → (files to write, argv)
+    "user-config-model": ({"USER": 'model = "gpt\\u0000x"\n'}, ("launch", "x")),
+    "project-config-model": ({"PROJECT": 'model = "gpt\\u0000x"\n'}, ("launch", "x")),
+    "user-config-codex-args": ({"USER": 'codex_args = ["-c", "a=\\u0000"]\n'}, ("launch", "x")),
+    "user-config-codex-bin": ({"USER": 'codex_bin = "co\\u0000dex"\n'}, ("launch", "x")),
+    "user-config-templates-dir": ({"USER": 'templates_dir = "/t\\u0000"\n'}, ("launch", "x")),
+    "config-for-a-batch": ({"USER": 'model = "gpt\\u0000x"\n'}, ("batch", "-", "--detach")),
+    "batch-jsonl-model": ({"tasks.jsonl": '{"task": "x", "model": "gpt\\u0000x"}\n'},
+                          ("batch", "TASKS", "--detach")),
+    "batch-toml-model": ({"tasks.toml": '[[task]]\ntask = "x"\nmodel = "gpt\\u0000x"\n'},
+                         ("batch", "TASKS", "--detach")),
+    "batch-toml-priority": ({"tasks.toml": f'[[task]]\ntask = "x"\npriority = {HUGE}\n'},
+                            ("batch", "TASKS", "--detach")),
+    "batch-jsonl-retries": ({"tasks.jsonl": f'{{"task": "x", "retries": {HUGE}}}\n'},
+                            ("batch", "TASKS", "--detach")),
+    "config-timeout-inf": ({"USER": "timeout = inf\n"}, ("launch", "x")),
+    "config-max-parallel": ({"USER": f"max_parallel = {HUGE}\n"}, ("launch", "x")),
+    "flag-model-bad-utf8": ({}, ("launch", "--model", "gpt\udcff", "x")),
+    "flag-codex-arg-bad-utf8": ({}, ("launch", "--codex-arg", "\udcff", "x")),
+    "task-bad-utf8-argv": ({}, ("launch", "fix \udcff")),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_TEXT))
+def test_nul_bytes_and_bad_values_from_config_and_batch_files_are_refused_before_recording(
+    cx: Env, name: str
+) -> None:
+    files, argv = BAD_TEXT[name]
+    user_config = cx.tmp / "config" / "config.toml"
+    where = None
+    for target, content in files.items():
+        if target == "USER":
+            path = user_config
+            content = user_config.read_text() + content
+        elif target == "PROJECT":
+            path = cx.project / ".codexw" / "config.toml"
+            path.parent.mkdir(exist_ok=True)
+        else:
+            path = cx.tmp / target
+        path.write_text(content)
+        where = path
+    args = [str(where) if a == "TASKS" else a for a in argv]
+    proc = cx.run(*args, input="a\nb\n")
+    assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+    line = one_line_error(proc)
+    if where is not None:
+        assert str(where) in line, line  # names the file the value came from
+    _registry_untouched(cx)
+
+
+@pytest.mark.parametrize("back_to", [0, 600], ids=["whole-chain", "second-half"])
+def test_1200_task_batch_listed_dependents_first_is_checked_without_recursion(
+    cx: Env, back_to: int
+) -> None:
+    # The last listed task (the chain's first to run) waits for task `back_to`: a cycle
+    # found only after walking the chain 1200 (or 600) deep.
+    text = _dependents_first_chain(1200, cycle=False).replace(
+        '"after": []', f'"after": ["t{back_to}"]')
+    path = cx.tmp / "chain.jsonl"
+    path.write_text(text)
+    proc = cx.run("batch", str(path), "--detach")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = one_line_error(proc)
+    assert "RecursionError" not in line
+    assert f"dependency cycle t{back_to} → t{back_to + 1} → " in line, line
+    assert f"({1200 - back_to} tasks)" in line, line
+    _registry_untouched(cx)
+
+
+def _recorded_job(cx: Env, **spec_fields: object) -> int:
+    """A finished job written straight into the registry, as a codexw without today's
+    checks (or codex itself, for the thread id) could have left it."""
+    from codexw.core.models import JobSpec, JobState
+    from codexw.core.store import Store
+
+    thread_id = spec_fields.pop("thread_id", None)
+    store = Store.open()
+    with store.transaction():
+        spec = JobSpec(task="old task", level="low", type="workers", cwd=str(cx.project),
+                       project=str(cx.project), codex_bin="codex", **spec_fields)  # type: ignore[arg-type]
+        job_id = store.insert_job(spec, now=time.time())
+        store.finish(job_id, JobState.FAILED, ended_at=time.time(), thread_id=thread_id)
+    store.close()
+    return job_id
+
+
+@pytest.mark.parametrize(
+    ("fields", "argv"),
+    [({"model": "gpt\x00x"}, ("retry", "1")),
+     ({"codex_args": ("-c", "a=\x00")}, ("retry", "1")),
+     ({"thread_id": "thread\x00x"}, ("continue", "1", "more"))],
+    ids=["retry-model", "retry-codex-args", "continue-thread-id"],
+)
+def test_retry_and_continue_of_a_row_with_a_nul_byte_are_refused(
+    cx: Env, fields: dict, argv: tuple[str, ...]
+) -> None:
+    _recorded_job(cx, **fields)
+    proc = cx.run(*argv)
+    assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)
+    assert "NUL" in one_line_error(proc)
+    assert cx.db().execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1  # nothing queued
+    assert not cx.fake_runs()

@@ -1,0 +1,153 @@
+"""The one check of a job spec's fields, before anything is recorded.
+
+Every way a spec is made (launch flags, config values, batch files, `continue`,
+`retry`) ends in `check_spec`, so a value the registry, argv, the environment or a
+path cannot hold is refused once, here, as a one-line usage error (exit 2), instead
+of crashing later: an integer past SQLite's signed 64-bit INTEGER raises
+OverflowError at insert, and a NUL byte in an argument kills the runner at exec.
+
+Limits (documented in the README):
+  job and batch ids      1 … 2^63-1 (SQLite's INTEGER)
+  retries                0 … 100
+  priority               -2^31 … 2^31-1
+  max_parallel           1 … 10000
+  durations              more than 0, at most 366 days, finite
+  text                   no NUL byte, valid UTF-8 (no lone surrogates from bad argv bytes)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from typing import Any
+
+from codexw.core.errors import UsageError
+from codexw.core.models import JobSpec
+
+MAX_ID = 2**63 - 1
+MAX_RETRIES = 100
+MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
+MAX_PARALLEL = 10_000
+MAX_SECONDS = 366 * 86400.0
+INT64 = (-(2**63), 2**63 - 1)
+
+# Field → (lowest, highest) for whole numbers, by the name they have in a spec, a
+# config and a launch request alike; any other int field must fit SQLite's INTEGER.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "retries": (0, MAX_RETRIES),
+    "priority": (MIN_PRIORITY, MAX_PRIORITY),
+    "job_id": (1, MAX_ID),
+    "batch_id": (1, MAX_ID),
+    "resume_of": (1, MAX_ID),
+    "after": (1, MAX_ID),
+    "global_limit": (1, MAX_PARALLEL),
+    "max_parallel": (1, MAX_PARALLEL),
+}
+DURATIONS = frozenset({"timeout", "kill_grace", "backoff_base", "backoff_max"})
+LABELS = {
+    "after": "--after job id",
+    "global_limit": "max_parallel",
+    "codex_args": "a codex argument",
+    "add_dirs": "--add-dir",
+    "cwd": "the working directory",
+    "task": "the task",
+}
+
+
+class SpecError(UsageError):
+    """A field of a spec is out of range or cannot be stored or passed on."""
+
+    def __init__(self, field: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.field = field
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot become argv, an environment value, a path or a registry cell."""
+    if "\x00" in value:
+        return "contains a NUL byte"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: undecodable bytes on argv
+        return f"is not valid UTF-8 (character {exc.start})"
+    return None
+
+
+def check_text(value: str, what: str) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise UsageError(f"{what} {problem}", "pass plain UTF-8 text")
+    return value
+
+
+def int_problem(value: int, lo: int, hi: int) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{value!r} is not a whole number"
+    if not lo <= value <= hi:
+        return f"{value} is out of range ({lo} to {hi})"
+    return None
+
+
+def check_int(value: int, what: str, lo: int, hi: int) -> int:
+    problem = int_problem(value, lo, hi)
+    if problem:
+        raise UsageError(f"{what}: {problem}")
+    return value
+
+
+def check_id(value: int, what: str = "job id") -> int:
+    return check_int(value, what, 1, MAX_ID)
+
+
+def check_max_parallel(value: int, what: str = "--max-parallel") -> int:
+    return check_int(value, what, 1, MAX_PARALLEL)
+
+
+def field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with field `name` holding `value`, judged by its type and name."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return text_problem(value)
+    if isinstance(value, int):
+        return int_problem(value, *INT_RANGES.get(name, INT64))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return f"{value} is not a finite number"
+        if name in DURATIONS and not 0 < value <= MAX_SECONDS:
+            return (f"{value:g} s is out of range (more than 0, at most"
+                    f" {MAX_SECONDS / 86400:g} days)")
+        return None
+    if isinstance(value, tuple | list):
+        for item in value:
+            problem = field_problem(name, item)
+            if problem:
+                return problem
+    return None
+
+
+def first_problem(record: Any) -> tuple[str, str] | None:
+    """(field, problem) for the first bad field of a dataclass (spec, config, request)."""
+    for f in fields(record):
+        problem = field_problem(f.name, getattr(record, f.name))
+        if problem:
+            return f.name, problem
+    return None
+
+
+def spec_error(name: str, problem: str) -> SpecError:
+    hint = "pass plain UTF-8 text" if problem.startswith(("contains a NUL", "is not valid UTF")) else None
+    return SpecError(name, f"{LABELS.get(name, name)} {problem}", hint)
+
+
+def check_fields(record: Any) -> Any:
+    """Refuse the first field of `record` (a dataclass) that cannot be stored or passed on."""
+    found = first_problem(record)
+    if found:
+        raise spec_error(*found)
+    return record
+
+
+def check_spec(spec: JobSpec) -> JobSpec:
+    """Every field of `spec`, by its type: a field added later is checked too."""
+    return check_fields(spec)
