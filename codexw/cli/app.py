@@ -9,8 +9,8 @@ import typer
 
 from codexw import __version__
 from codexw.cli.render import error, warn
-from codexw.core.config import on_notice
 from codexw.core.errors import EXIT_INTERRUPTED, CodexwError
+from codexw.core.notices import set_sink
 
 HELP = """Run Codex agents as detached background jobs.
 
@@ -78,7 +78,7 @@ def main() -> None:
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
     wanted = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in COMMANDS else None
-    on_notice(warn)  # e.g. keys of an untrusted project config being ignored, on stderr
+    set_sink(warn)  # e.g. keys of an untrusted project config being ignored, on stderr
     try:
         code = build_app(wanted)(prog_name="codexw", standalone_mode=False)
     except CodexwError as exc:

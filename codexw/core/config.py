@@ -10,15 +10,17 @@ import os
 import re
 import shlex
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from codexw.core import paths
+from codexw.core import notices, paths
 from codexw.core.durations import parse_duration
 from codexw.core.errors import ConfigError, UsageError
 from codexw.core.models import BACKENDS, LEVELS, SANDBOXES, is_job_type
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 QUEUE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 BROKER_SCHEMES = ("redis://", "rediss://")
@@ -58,14 +60,21 @@ class Config:
         return replace(self, **changes, sources=sources)
 
 
-@dataclass(frozen=True)
 class ProjectTrust:
-    """What became of a project config's keys that need trust."""
+    """What became of a project config's keys that need trust. A plain class: one more
+    dataclass would add ~1 ms to every launch."""
 
-    file: str
-    state: str  # trusted | untrusted | changed (trusted, then edited) | "not needed"
-    needs_trust: tuple[str, ...]  # the keys in the file that need trust
-    ignored: tuple[str, ...]  # those not taken (empty once trusted)
+    __slots__ = ("file", "ignored", "needs_trust", "state")
+
+    def __init__(self, file: str, state: str, needs_trust: tuple[str, ...],
+                 ignored: tuple[str, ...]) -> None:
+        self.file = file
+        self.state = state  # trusted | untrusted | changed (trusted, then edited) | not needed
+        self.needs_trust = needs_trust  # the keys in the file that need trust
+        self.ignored = ignored  # those not taken (empty once trusted)
+
+    def __repr__(self) -> str:
+        return f"ProjectTrust({self.to_dict()!r})"
 
     def notice(self) -> str | None:
         """The one-line notice while keys are ignored."""
@@ -106,21 +115,9 @@ NEEDS_TRUST: dict[str, Callable[[Any, Any], bool] | None] = {
     "broker_url": None,  # where tasks (and project paths) are sent
 }
 
-_notice_sink: Callable[[str], None] | None = None
-_noticed: set[str] = set()
-
-
 def on_notice(sink: Callable[[str], None] | None) -> None:
-    """Where the one-line 'ignoring … (run `codexw trust`)' notices go: the CLI sets
-    stderr; core never prints. Each notice is given once per process."""
-    global _notice_sink
-    _notice_sink = sink
-
-
-def _notice(message: str) -> None:
-    if _notice_sink is not None and message not in _noticed:
-        _noticed.add(message)
-        _notice_sink(message)
+    """Where the one-line 'ignoring … (run `codexw trust`)' notices go (see core/notices)."""
+    notices.set_sink(sink)
 _DURATION_KEYS = {"timeout", "kill_grace", "backoff_base", "backoff_max"}
 
 
@@ -304,7 +301,7 @@ def load_config(project: str | os.PathLike[str] | None = None) -> Config:
         values.update(project_values)
         sources.update(dict.fromkeys(project_values, str(paths.project_config_file(project))))
         if project_trust is not None and (message := project_trust.notice()):
-            _notice(message)
+            notices.notice(message)
     for key in KEYS:
         env_name = "CODEXW_" + key.upper()
         raw = os.environ.get(env_name)
