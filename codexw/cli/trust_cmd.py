@@ -21,8 +21,8 @@ def trust(
 
     A project config comes with the repository, so the keys in it that run a program,
     choose its arguments, weaken the sandbox, name a path outside the project or send data
-    away (codex_bin, codex_args, a weaker sandbox, templates_dir, broker_url) are ignored
-    until you trust it. Review the file first: trust holds for its exact content, and an
+    away (codex_bin, codex_args, a weaker sandbox, templates_dir, broker_url, a backend
+    other than local) are ignored until you trust it. Review the file first: trust holds for its exact content, and an
     edited config is ignored again until you trust it again.
     """
     from codexw.services import trust as service

@@ -101,6 +101,10 @@ def _no_weaker_sandbox(value: Any, base: Any) -> bool:
     return _SANDBOX_RANK[value] <= _SANDBOX_RANK[base]
 
 
+def _stays_local(value: Any, base: Any) -> bool:
+    return bool(value == "local")
+
+
 # Every key that runs a program, chooses its arguments, weakens the sandbox, names a path
 # outside the project or sends data off the machine. From a project config such a key is
 # taken only once the user trusts the file. A key added later that does any of this
@@ -113,6 +117,7 @@ NEEDS_TRUST: dict[str, Callable[[Any, Any], bool] | None] = {
     "sandbox": _no_weaker_sandbox,  # read-only is fine, danger-full-access is not
     "templates_dir": None,  # reads files anywhere into reports (a template may be a symlink)
     "broker_url": None,  # where tasks (and project paths) are sent
+    "backend": _stays_local,  # celery sends the task off this machine
 }
 
 def on_notice(sink: Callable[[str], None] | None) -> None:

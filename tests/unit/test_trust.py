@@ -19,7 +19,7 @@ from codexw.core.errors import ConfigError
 # here or to config.NEEDS_TRUST: this list makes that a decision, not an accident.
 SAFE_UNTRUSTED = {
     "level", "type", "model", "timeout", "kill_grace", "max_parallel", "retries",
-    "retry_timeouts", "backoff_base", "backoff_max", "backend", "queue",
+    "retry_timeouts", "backoff_base", "backoff_max", "queue",
 }
 
 HOSTILE = {
@@ -28,6 +28,7 @@ HOSTILE = {
     "sandbox": '"danger-full-access"',
     "templates_dir": '"/etc"',
     "broker_url": '"redis://evil.example:6379/0"',
+    "backend": '"celery"',
 }
 
 
