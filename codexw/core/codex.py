@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codexw.core.events import MAX_DEPTH, MAX_LINE_BYTES, LineSplitter, Skipped, too_deep
 from codexw.core.models import TOKEN_KEYS, JobSpec
 
 # The codex versions the e2e suite runs against (docs/e2e.md). Older ones are not refused
@@ -87,6 +89,24 @@ def is_transient(message: str | None) -> bool:
     return bool(message and _TRANSIENT_RE.search(message))
 
 
+# Bounds on what a summary keeps: codex's stdout is untrusted, so no stream of events can
+# grow the runner's memory without limit or put a value SQLite refuses in the registry.
+# Tokens per value and per run, saturating: a trillion is far beyond any real run, and keeps
+# every sum SQLite makes (`status --stats` adds all jobs' counts) below 2**63.
+MAX_TOKENS = 10**12
+MAX_COMMANDS = 500  # the last ones are kept, the rest counted
+MAX_FILES = 2000  # the first ones are kept, the rest counted
+MAX_MESSAGES = 10  # the last ones (the report uses the final one)
+MAX_WARNINGS = 50  # the first ones, then a count
+MAX_MESSAGE_CHARS = 1 << 20
+MAX_COMMAND_CHARS = 8192
+MAX_PATH_CHARS = 4096
+MAX_ERROR_CHARS = 4096
+MAX_WARNING_CHARS = 500
+# A thread id becomes an argv word of `codex exec resume`: a short token, never an option.
+_THREAD_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
 @dataclass
 class CommandRun:
     command: str
@@ -96,10 +116,13 @@ class CommandRun:
 
 @dataclass
 class RunSummary:
-    """What a run did, folded from its event stream as it arrives."""
+    """What a run did, folded from its event stream as it arrives.
+
+    Every value read from an event is checked for type and range before it is kept;
+    what cannot be understood is skipped and noted in `warnings` (bounded)."""
 
     thread_id: str | None = None
-    commands: dict[str, CommandRun] = field(default_factory=dict)
+    commands: OrderedDict[str, CommandRun] = field(default_factory=OrderedDict)
     files: dict[str, str] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -113,20 +136,44 @@ class RunSummary:
     last_action: str | None = None
     events: int = 0
     bad_lines: int = 0
+    lines: int = 0  # lines seen, so a warning can name the line of the event log
+    _splitter: LineSplitter = field(default_factory=LineSplitter, repr=False, compare=False)
+    # warning line index per kind of counted note ("N more warnings", dropped commands…)
+    _notes: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def final_message(self) -> str | None:
         return self.messages[-1] if self.messages else None
 
-    def feed_line(self, line: bytes | str) -> dict[str, Any] | None:
-        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-        text = text.strip()
-        if not text:
+    # -- reading the stream ------------------------------------------------------------
+
+    def feed_bytes(self, chunk: bytes) -> None:
+        """Raw stdout as it arrives, in chunks of any size (linear in their length)."""
+        for line in self._splitter.feed(chunk):
+            self.feed_line(line)
+
+    def end_of_stream(self) -> None:
+        """The stream ended: a last line without its newline still counts."""
+        for line in self._splitter.close():
+            self.feed_line(line)
+
+    def feed_line(self, line: bytes | str | Skipped) -> dict[str, Any] | None:
+        self.lines += 1
+        if isinstance(line, Skipped):
+            return self._unparsed(f"{line.size} bytes, over the {MAX_LINE_BYTES} byte limit")
+        if len(line) > MAX_LINE_BYTES:
+            return self._unparsed(f"{len(line)} bytes, over the {MAX_LINE_BYTES} byte limit")
+        raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogatepass")
+        if not raw.strip():
             return None
+        if too_deep(raw):
+            return self._unparsed(f"nested deeper than {MAX_DEPTH} levels")
         try:
-            event = json.loads(text)
-        except ValueError:
-            self.bad_lines += 1
+            event = json.loads(raw.decode("utf-8", "replace"))
+        except (ValueError, RecursionError):
+            if raw.lstrip().startswith(b"{"):  # meant as an event: say so
+                return self._unparsed("not valid JSON")
+            self.bad_lines += 1  # a stray text line: only counted, as always
             return None
         if not isinstance(event, dict):
             self.bad_lines += 1
@@ -134,66 +181,188 @@ class RunSummary:
         self.feed(event)
         return event
 
+    def _unparsed(self, why: str) -> None:
+        self.bad_lines += 1
+        self.warn(f"codex event line {self.lines}: {why}; not parsed (kept in the event log)")
+
     def feed(self, event: dict[str, Any]) -> None:
         self.events += 1
+        try:
+            self._feed(event)
+        except Exception as exc:  # noqa: BLE001 - a last net: no event may stop the runner
+            self.warn(f"codex event line {self.lines}: not understood ({type(exc).__name__})")
+
+    def _feed(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "thread.started":
-            self.thread_id = event.get("thread_id") or self.thread_id
+            thread_id = event.get("thread_id")
+            if isinstance(thread_id, str) and _THREAD_ID_RE.fullmatch(thread_id):
+                self.thread_id = thread_id
+            elif thread_id is not None:
+                self._odd("thread.started", "thread_id", thread_id)
         elif kind == "turn.completed":
             self.turn_ended = True
-            usage = event.get("usage") or {}
-            for key in TOKEN_KEYS:
-                value = usage.get(key)
-                if isinstance(value, int):
-                    self.usage[key] += max(0, value - self.usage_baseline.get(key, 0))
-            self.usage_baseline = {}
+            self._add_usage(event.get("usage"))
         elif kind == "turn.failed":
             self.turn_failed = self.turn_ended = True
-            err = event.get("error") or {}
-            self.error = (err.get("message") if isinstance(err, dict) else str(err)) or self.error
-            self.last_action = f"failed: {self.error}"
+            err = event.get("error")
+            message = err.get("message") if isinstance(err, dict) else err
+            if message is not None and not isinstance(message, str):
+                self._odd("turn.failed", "error message", message)
+            self.error = _text(message, MAX_ERROR_CHARS) or self.error
+            self.last_action = _short(f"failed: {self.error}")
         elif kind == "error":
-            self.error = str(event.get("message") or "codex reported an error")
-            self.last_action = f"error: {self.error}"
+            message = event.get("message")
+            if message is not None and not isinstance(message, str):
+                self._odd("error", "message", message)
+            self.error = _text(message, MAX_ERROR_CHARS) or "codex reported an error"
+            self.last_action = _short(f"error: {self.error}")
         elif kind in ("item.started", "item.updated", "item.completed"):
             item = event.get("item")
             if isinstance(item, dict):
                 self._feed_item(item, completed=kind == "item.completed")
+            elif item is not None:
+                self._odd(str(kind), "item", item)
+
+    def _add_usage(self, usage: object) -> None:
+        if usage is None:
+            return
+        if not isinstance(usage, dict):
+            self._odd("turn.completed", "usage", usage)
+            return
+        for key in TOKEN_KEYS:
+            value = usage.get(key)
+            if value is None:
+                continue
+            if type(value) is not int or value < 0:  # bool is an int: refused too
+                self._odd("turn.completed", key, value)
+                continue
+            if value > MAX_TOKENS:
+                self._odd("turn.completed", key, value)
+                value = MAX_TOKENS
+            used = max(0, value - self.usage_baseline.get(key, 0))
+            self.usage[key] = min(MAX_TOKENS, self.usage[key] + used)  # saturates
+        self.usage_baseline = {}
 
     def _feed_item(self, item: dict[str, Any], completed: bool) -> None:
         item_type = item.get("type")
-        item_id = str(item.get("id") or len(self.commands))
+        item_id = _text(item.get("id"), 200) if isinstance(item.get("id"), (str, int)) else None
+        item_id = item_id or f"#{self.events}"
         if item_type == "command_execution":
-            run = self.commands.setdefault(item_id, CommandRun(str(item.get("command", ""))))
-            if item.get("command"):
-                run.command = str(item["command"])
-            if isinstance(item.get("exit_code"), int):
-                run.exit_code = item["exit_code"]
-            run.status = str(item.get("status") or run.status)
+            run = self.commands.get(item_id)
+            if run is None:
+                run = self.commands[item_id] = CommandRun("")
+                if len(self.commands) > MAX_COMMANDS:
+                    self.commands.popitem(last=False)
+                    self._count("commands", "earlier commands not listed (the last"
+                                f" {MAX_COMMANDS} are)")
+            command = item.get("command")
+            if isinstance(command, list) and all(isinstance(a, str) for a in command):
+                command = " ".join(command)
+            elif command is not None and not isinstance(command, str):
+                self._odd("command_execution", "command", command)
+            run.command = _text(command, MAX_COMMAND_CHARS) or run.command
+            exit_code = item.get("exit_code")
+            if type(exit_code) is int and -(2**31) <= exit_code < 2**31:
+                run.exit_code = exit_code
+            elif exit_code is not None:
+                self._odd("command_execution", "exit_code", exit_code)
+            run.status = _text(item.get("status"), 32) or run.status
             if completed:
                 self.last_action = f"ran `{_short(run.command)}` → exit {run.exit_code}"
             else:
                 self.last_action = f"running `{_short(run.command)}`"
         elif item_type == "file_change":
-            for change in item.get("changes") or []:
-                if isinstance(change, dict) and change.get("path"):
-                    self.files[str(change["path"])] = str(change.get("kind") or "update")
-            if completed:
-                self.last_action = "changed " + ", ".join(list(self.files)[-3:])
+            changes = item.get("changes")
+            if changes is None:
+                changes = []
+            elif not isinstance(changes, list):
+                self._odd("file_change", "changes", changes)
+                changes = []
+            paths = []
+            for change in changes:
+                path = change.get("path") if isinstance(change, dict) else None
+                if not isinstance(path, str) or not path:
+                    self._odd("file_change", "change", change)
+                    continue
+                path = _text(path, MAX_PATH_CHARS) or ""
+                if path not in self.files and len(self.files) >= MAX_FILES:
+                    self._count("files", f"more files changed (the first {MAX_FILES} are listed)")
+                    continue
+                kind = change.get("kind")
+                self.files[path] = (_text(kind, 32) if isinstance(kind, str) else None) or "update"
+                paths.append(path)
+            if completed and paths:
+                self.last_action = _short("changed " + ", ".join(paths[-3:]))
         elif item_type == "agent_message" and completed:
-            text = str(item.get("text") or "")
-            if text:
-                self.messages.append(text)
-                self.last_action = "said: " + _short(text)
+            text = item.get("text")
+            if text is not None and not isinstance(text, str):
+                self._odd("agent_message", "text", text)
+            elif text:
+                if len(text) > MAX_MESSAGE_CHARS:
+                    self.warn(f"an agent message of {len(text)} characters was cut to"
+                              f" {MAX_MESSAGE_CHARS}")
+                self.messages.append(_text(text, MAX_MESSAGE_CHARS) or "")
+                if len(self.messages) > MAX_MESSAGES:
+                    del self.messages[0]
+                self.last_action = "said: " + _short(self.messages[-1])
         elif item_type == "error" and completed:
             # An error *item* is a warning (e.g. missing model metadata), not a failure.
-            self.warnings.append(str(item.get("message") or ""))
+            self.warn(_text(item.get("message"), MAX_WARNING_CHARS) or "")
         elif item_type == "reasoning" and completed:
             self.last_action = "thinking"
         elif completed and item_type:
-            self.last_action = str(item_type).replace("_", " ")
+            self.last_action = _short(str(_text(item_type, 80)).replace("_", " "))
+
+    # -- warnings, bounded -------------------------------------------------------------
+
+    def warn(self, text: str) -> None:
+        """Note something in the report: the first MAX_WARNINGS, then a count."""
+        if len(self.warnings) - len(self._notes) < MAX_WARNINGS:
+            self.warnings.append(_text(text, MAX_WARNING_CHARS) or "")
+        else:
+            self._count("warnings", "more warnings not shown (see the event log)")
+
+    def _count(self, kind: str, what: str) -> None:
+        """One warning line per kind that says how many times it happened."""
+        at, n = self._notes.get(kind, (-1, 0))
+        if not 0 <= at < len(self.warnings):
+            at = len(self.warnings)
+            self.warnings.append("")
+        self._notes[kind] = (at, n + 1)
+        self.warnings[at] = f"{n + 1} {what}"
+
+    def _odd(self, event: str, name: str, value: object) -> None:
+        shown = _text(value, 60) if isinstance(value, str) else type(value).__name__
+        if type(value) is int:
+            shown = f"int of {value.bit_length()} bits" if value.bit_length() > 62 else str(value)
+        self.warn(f"codex event line {self.lines}: {event} with an unusable {name} ({shown});"
+                  " ignored")
+
+
+def _text(value: object, limit: int) -> str | None:
+    """`value` as a bounded string SQLite and a UTF-8 file accept, or None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value
+    elif type(value) is int and value.bit_length() > 64:
+        text = f"<int of {value.bit_length()} bits>"
+    elif isinstance(value, (int, float)):
+        text = str(value)
+    else:  # a list or object (at most MAX_DEPTH deep): shown compactly, in bounded size
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)[: limit + 1]
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from \\ud800 escapes
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _short(text: str, width: int = 80) -> str:
-    line = " ".join(text.split())
+    line = " ".join(text[: width * 4].split())
     return line if len(line) <= width else line[: width - 1] + "…"
