@@ -120,9 +120,12 @@ NEEDS_TRUST: dict[str, Callable[[Any, Any], bool] | None] = {
     "backend": _stays_local,  # celery sends the task off this machine
 }
 
+
 def on_notice(sink: Callable[[str], None] | None) -> None:
     """Where the one-line 'ignoring … (run `codexw trust`)' notices go (see core/notices)."""
     notices.set_sink(sink)
+
+
 _DURATION_KEYS = {"timeout", "kill_grace", "backoff_base", "backoff_max"}
 
 
