@@ -151,7 +151,6 @@ class Runner:
         out_fd = self.codex.stdout.fileno()
         os.set_blocking(out_fd, False)
         deadline = time.monotonic() + spec.timeout if spec.timeout else None
-        pending = b""
         eof = False
         exited_at: float | None = None
         while True:
@@ -195,10 +194,8 @@ class Runner:
                         eof = True
                 if chunk:
                     self.write_log(chunk)
-                    pending += chunk
-                    *lines, pending = pending.split(b"\n")
-                    for line in lines:
-                        self.summary.feed_line(line)
+                    # Split in linear time, however long a line gets (issue 12, 11).
+                    self.summary.feed_bytes(chunk)
                     self.dirty = True
                     if self.summary.turn_ended and not self.warmed:
                         # The last event: codex is exiting. Load Jinja2 meanwhile,
@@ -206,8 +203,7 @@ class Runner:
                         self.warmed = True
                         lifecycle.warm_final_report(self.job)
             self.flush()
-        if pending:
-            self.summary.feed_line(pending)
+        self.summary.end_of_stream()
         # Nothing of the group may outlive the run.
         if process.group_exists(self.codex.pid):
             process.terminate_group(self.codex.pid, spec.kill_grace, reap=[self.codex])
@@ -238,8 +234,8 @@ class Runner:
             rest = b""
         if rest:
             self.write_log(rest)
-            for line in rest.split(b"\n"):
-                self.summary.feed_line(line)
+            self.summary.feed_bytes(rest)  # continues the line run() was reading
+        self.summary.end_of_stream()
 
     log_lost = 0  # bytes of the event stream the log could not take (disk full)
     log_error: str | None = None

@@ -230,8 +230,8 @@ class RemoteRun:
     def on_lines(self, text: str) -> None:
         raw = text.encode("utf-8")
         os.write(self.log_fd, raw)
-        for line in raw.split(b"\n"):
-            self.summary.feed_line(line)
+        # An entry may end mid-line (a worker forwards a very long line in parts).
+        self.summary.feed_bytes(raw)
         self.dirty = True
 
     def ending_from_result(self, data: dict[str, Any]) -> Ending:
@@ -261,6 +261,7 @@ class RemoteRun:
     # -- end -----------------------------------------------------------------------
 
     def finish(self, ending: Ending) -> None:
+        self.summary.end_of_stream()
         summary: RunSummary | None = self.summary if self.summary.events else None
         if self.result is not None:
             summary = protocol.summary_from_dict(self.result.get("summary") or {})

@@ -24,6 +24,8 @@ from codexw.core.lifecycle import Ending
 from codexw.core.models import Job, JobState
 from codexw.runner import PROGRESS_INTERVAL, Runner
 
+FORWARD_SIZE = 1 << 20  # the most bytes of the log one `lines` stream entry carries
+
 _signal_seen: int | None = None
 
 
@@ -144,21 +146,40 @@ class WorkerRun(Runner):
             return
         self.last_flush = now
         self.dirty = False
-        try:
-            with self.log_file().open("rb") as fh:
-                fh.seek(self.sent)
-                data = fh.read()
-        except OSError:
-            return
-        if not force:
-            data = data[: data.rfind(b"\n") + 1]
-        if not data:
-            return
-        try:
-            self.stream.add("lines", data.decode("utf-8", "replace"))
-        except redis.RedisError:
-            return  # sent with the next flush
-        self.sent += len(data)
+        while True:
+            # Bounded reads: a line that never ends is not reread whole at every flush.
+            try:
+                with self.log_file().open("rb") as fh:
+                    fh.seek(self.sent)
+                    data = fh.read(FORWARD_SIZE)
+            except OSError:
+                return
+            full = len(data) == FORWARD_SIZE
+            if full:
+                # A line longer than a read goes in parts (the other side's splitter
+                # joins them), cut between whole characters.
+                data = data[: data.rfind(b"\n") + 1] or data[: _utf8_boundary(data)]
+            elif not force:
+                data = data[: data.rfind(b"\n") + 1]
+            if not data:
+                return
+            try:
+                self.stream.add("lines", data.decode("utf-8", "replace"))
+            except redis.RedisError:
+                return  # sent with the next flush
+            self.sent += len(data)
+            if not full:
+                return
+
+
+def _utf8_boundary(data: bytes) -> int:
+    """Where to cut `data` so no UTF-8 character is split (a continuation byte is 10xxxxxx)."""
+    cut = len(data)
+    while cut > len(data) - 4 and cut > 0 and data[cut - 1] & 0xC0 == 0x80:
+        cut -= 1
+    if cut > 0 and data[cut - 1] >= 0xC0:  # a lead byte whose continuation is not here yet
+        cut -= 1
+    return cut or len(data)
 
 
 def _job_for(payload: dict[str, Any], settings: WorkerSettings) -> tuple[Job, str | None]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codexw.core import paths, process, reports
+from codexw.core import events, paths, process, reports
 from codexw.core.codex import RunSummary
 from codexw.core.errors import CodexwError
 from codexw.core.models import Job, JobSpec, JobState
@@ -39,11 +39,13 @@ def summary_from_log(job: Job) -> RunSummary:
     summary = RunSummary()
     path = Path(job.log_path) if job.log_path else log_path(job.id)
     try:
-        with path.open("rb") as fh:
-            for line in fh:
-                summary.feed_line(line)
+        # Fixed-size reads through the splitter: a 50 MB line is never held whole.
+        with path.open("rb", buffering=0) as fh:
+            while chunk := fh.read(events.READ_SIZE):
+                summary.feed_bytes(chunk)
     except OSError:
         pass
+    summary.end_of_stream()
     return summary
 
 
