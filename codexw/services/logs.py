@@ -23,9 +23,10 @@ class LogEntry:
     kind: str  # message | command | command_start | file | error | warning | usage | info | raw
     text: str
     exit_code: int | None = None
+    data: bytes | None = None  # --raw: the line's bytes as codex wrote them (maybe not UTF-8)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        return {"kind": self.kind, "text": self.text, "exit_code": self.exit_code}
 
 
 def describe(event: dict[str, Any]) -> LogEntry | None:
@@ -81,7 +82,7 @@ def _open(path: Path) -> IO[bytes]:
 def _parse(line: bytes, raw: bool) -> LogEntry | None:
     text = line.decode("utf-8", "replace").rstrip("\n")
     if raw:
-        return LogEntry("raw", text)
+        return LogEntry("raw", text, data=line.rstrip(b"\n"))
     if not text.strip():
         return None
     try:
@@ -114,6 +115,16 @@ def _read(path: Path, raw: bool) -> Iterator[LogEntry]:
                 yield entry
 
 
+def _read_from(path: Path, position: int) -> tuple[bytes, int]:
+    """What was appended to the log since `position`, and the new position."""
+    if not (path.exists() or path.with_name(path.name + ".gz").exists()):
+        return b"", position
+    with _open(path) as fh:  # `cleanup` may have compressed it meanwhile
+        fh.seek(position)
+        chunk = fh.read()
+        return chunk, fh.tell()
+
+
 def _follow(store: Store, job: Job, path: Path, raw: bool) -> Iterator[LogEntry]:
     """Yield entries as they are written, until the job (with its retries) ends."""
     position = 0
@@ -121,25 +132,26 @@ def _follow(store: Store, job: Job, path: Path, raw: bool) -> Iterator[LogEntry]
     current = job
     with Listener() as listener:
         while True:
-            if path.exists() or path.with_name(path.name + ".gz").exists():
-                with _open(path) as fh:  # `cleanup` may have compressed it meanwhile
-                    fh.seek(position)
-                    chunk = fh.read()
-                    position = fh.tell()
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
+            chunk, position = _read_from(path, position)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                entry = _parse(line, raw)
+                if entry is not None:
+                    yield entry
+            current = store.get_job(current.id)
+            if current.state.is_final:
+                # The runner writes its last lines and then records the end: what it
+                # wrote between our read above and this look at the state is in the
+                # file now, and nothing comes after it. Read once more, to the end.
+                chunk, position = _read_from(path, position)
+                *lines, last = (pending + chunk).split(b"\n")
+                for line in [*lines, last] if last else lines:  # a last line without \n too
                     entry = _parse(line, raw)
                     if entry is not None:
                         yield entry
-            current = store.get_job(current.id)
-            if current.state.is_final:
                 latest = store.latest_attempt(current.id)
                 if latest == current.id:
-                    if pending:
-                        entry = _parse(pending, raw)
-                        if entry is not None:
-                            yield entry
                     return
                 yield LogEntry("info", f"job {current.id} {current.state.value}; following retry job {latest}")
                 current = store.get_job(latest)
