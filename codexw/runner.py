@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from codexw.core import gitdelta, lifecycle, paths, process, scheduler
+from codexw.core import envfile, gitdelta, lifecycle, paths, process, scheduler
 from codexw.core.codex import (
     RunSummary,
     auto_skip_git_check,
@@ -80,27 +80,32 @@ class Runner:
     def start_codex(self) -> str | None:
         """Spawn codex; returns why it could not start, or None."""
         spec = self.job.spec
-        log = self.log_file()
-        self.log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        stderr_fd = os.open(
-            log.with_suffix(".stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-        )
-        env = dict(os.environ)
-        # Marks codex's group as this job's, so reconcile can tell it from a reused pgid.
-        env.update(process.job_marker(self.job.id, str(paths.state_dir().resolve())))
-        if spec.codex_home:
-            env["CODEX_HOME"] = spec.codex_home
-        if spec.path_env:
-            env["PATH"] = spec.path_env
+        env = self.codex_env()
+        if env is None:
+            return (f"the environment of the command that launched job {self.job.id} is gone"
+                    f" ({envfile.env_path(spec.env_key or '')}); retry it by hand")
         if spec.resume_of is not None and self.store is not None:
             self.summary.usage_baseline = usage_before(self.store, spec.resume_of)
         if auto_skip_git_check(spec):
             self.summary.warnings.append(
                 f"note: {spec.cwd} is not in a git repository; codexw passed --skip-git-repo-check"
             )
+        log = self.log_file()
+        try:
+            self.log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            stderr_fd = os.open(
+                log.with_suffix(".stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+            )
+        except OSError as exc:
+            return f"cannot open the event log {log}: {exc.strerror or exc}"
+        try:
+            prompt = _prompt_file(log.parent, build_prompt(spec.task))
+        except OSError as exc:
+            os.close(stderr_fd)
+            return f"cannot write the prompt for codex in {log.parent}: {exc.strerror or exc}"
         if os.path.isdir(spec.cwd):
             self.git_before = gitdelta.snapshot(spec.cwd)
-        with _prompt_file(log.parent, build_prompt(spec.task)) as prompt:
+        with prompt:
             try:
                 self.codex = subprocess.Popen(
                     build_argv(spec),
@@ -126,18 +131,39 @@ class Runner:
         self.on_started(log)
         return None
 
+    def codex_env(self) -> dict[str, str] | None:
+        """codex's environment: that of the command that launched the job (whoever fills
+        its slot: cron's cleanup, another job's runner), or None if it is gone."""
+        spec = self.job.spec
+        if spec.env_key is not None:
+            env = envfile.load(spec.env_key)
+            if env is None:
+                return None
+        else:  # a job queued before launch environments were kept, or a remote one
+            env = dict(os.environ)
+            if spec.path_env:
+                env["PATH"] = spec.path_env
+        # Marks codex's group as this job's, so reconcile can tell it from a reused pgid.
+        env.update(process.job_marker(self.job.id, str(paths.state_dir().resolve())))
+        if spec.codex_home:
+            env["CODEX_HOME"] = spec.codex_home
+        return env
+
     def log_file(self) -> Path:
         return lifecycle.log_path(self.job.id)
 
     def on_started(self, log: Path) -> None:
         assert self.codex is not None
         with self.store.transaction():
-            self.store.set_paths(self.job.id, None, str(log))
-            marked = self.store.mark_running(self.job.id, os.getpid(), self.codex.pid, time.time())
-        # Not marked: another command ended this job (cancel, kill) as codex started;
-        # stop codex at once, its outcome is already recorded.
+            marked = self.store.owns(self.job.id, self.job.job_key) and self.store.mark_running(
+                self.job.id, os.getpid(), self.codex.pid, time.time()
+            )
+            if marked:
+                self.store.set_paths(self.job.id, None, str(log))
+                self.job = self.store.get_job(self.job.id)
+        # Not marked: another command ended this job (cancel, kill) as codex started,
+        # or the registry no longer holds it; stop codex at once.
         self.ended_elsewhere = not marked
-        self.job = self.store.get_job(self.job.id)
         self.flush(force=True)
 
     def stop_requested(self) -> bool:
@@ -302,7 +328,9 @@ class Runner:
             lost = (f"event log incomplete: {self.log_lost} bytes not written to"
                     f" {self.log_file()} ({self.log_error or 'short write'})")
             ending.reason = f"{ending.reason}; {lost}" if ending.reason else lost
-        job = self.store.get_job(self.job.id)
+        job = self.store.find_job(self.job.id)
+        if job is None or job.job_key != self.job.job_key:
+            job = self.job  # the registry lost this job: the report still gets written
         job.state = ending.state
         job.ended_at = ended_at
         job.exit_code = ending.exit_code
@@ -330,8 +358,10 @@ class Runner:
                     )
                     if recorded and final is None:  # no report anywhere: not even the TEMP
                         self.store.set_report_path(job.id, None)
-                if not recorded and final is not None:
-                    # Someone else ended the job and wrote its report: ours is a duplicate.
+                if not recorded and final is not None and self.store.owns(job.id, job.job_key):
+                    # Someone else ended this very attempt and wrote its report: ours,
+                    # which we just created, is the duplicate. A registry that no longer
+                    # holds the attempt proves nothing: our report stays.
                     final.unlink(missing_ok=True)
                 return
             except CodexwError as exc:
@@ -361,38 +391,109 @@ def usage_before(store: Store, job_id: int | None) -> dict[str, int]:
     return total
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def main(argv: list[str]) -> int:
     job_id = int(argv[1])
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    job_key = argv[2] if len(argv) > 2 else None
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _on_signal)
+    wake_r = _wakeup_pipe()
+    store = Store.open()
+    me = os.getpid()
+    with store.transaction():
+        adopted = store.adopt(job_id, me, process.create_time(me), job_key)
+    if not adopted:
+        return 0  # the claim was given back or someone else runs it: nothing to do
+    while True:
+        run_one(store, job_id, wake_r)
+        if _stop_signal is not None:
+            break
+        # The slot this job freed goes first to a fork of this process (no new Python
+        # start, Jinja2 already loaded); other free slots get new runners.
+        taken = scheduler.fill_slots(store, take_one=True).taken
+        if taken is None:
+            break
+        forked = _fork_for(store, taken)
+        if forked is None:
+            return 0  # this process ran its one job; the child runs the next
+        store, wake_r = forked
+        job_id = taken.id
+    linger(store)
+    return 0
+
+
+def _wakeup_pipe() -> int:
+    """A pipe the signal handler's wake-up writes to, so select() returns at once."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
+    return wake_r
 
-    store = Store.open()
-    me = os.getpid()
-    with store.transaction():
-        adopted = store.adopt(job_id, me, process.create_time(me))
-    if not adopted:
-        return 0  # the claim was given back or someone else runs it: nothing to do
-    next_job: int | None = job_id
-    while next_job is not None:
-        run_one(store, next_job, wake_r)
+
+def _fork_for(store: Store, job: Job) -> tuple[Store, int] | None:
+    """Give the claimed `job` a process of its own, forked from this one.
+
+    Each job keeps its own PID, so a signal for one job (`codexw kill`, `kill PID`)
+    can never reach the next one this slot runs. In the child: returns its own store
+    (SQLite connections must not cross a fork) and wake-up pipe once it has adopted the
+    job. Here: returns None once the child has adopted it (or died trying); a stop that
+    arrived meanwhile was meant for the job that just ended: the claim is given back."""
+    global _stop_signal
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # no flag set between check and fork
+    try:
         if _stop_signal is not None:
-            break
-        # The slot this job freed is filled first with this very process (no new
-        # Python start); other free slots get new runners.
-        next_job = scheduler.fill_slots(store, take_one=True).taken
-        if next_job is not None and _stop_signal is not None:
-            # A stop that arrived meanwhile was meant for the job that just ended (or for
-            # this process): give the next one back to the queue rather than kill it.
-            with store.transaction():
-                store.release(next_job, me)
-            scheduler.fill_slots(store)
-            break
-    linger(store)
-    return 0
+            _give_back(store, job)
+            return None
+        store.close()
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        _give_back(Store.open(), job)
+        return None
+    if pid:  # this process: its job is recorded; wait until the child has adopted
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        os.close(ready_w)
+        select.select([ready_r], [], [], 30.0)
+        os.close(ready_r)
+        return None
+    _stop_signal = None  # pending signals stay with the parent (fork clears them here)
+    os.close(ready_r)
+    scheduler.forget_children()  # the parent's runners are not this process's children
+    wake_r = _wakeup_pipe()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    _redirect_output(job.id)
+    try:
+        child_store = Store.open()
+        me = os.getpid()
+        with child_store.transaction():
+            adopted = child_store.adopt(job.id, me, process.create_time(me), job.job_key)
+    finally:
+        os.close(ready_w)
+    if not adopted:
+        os._exit(0)
+    return child_store, wake_r
+
+
+def _give_back(store: Store, job: Job) -> None:
+    with store.transaction():
+        store.unclaim(job.id)
+    scheduler.fill_slots(store)
+
+
+def _redirect_output(job_id: int) -> None:
+    """The runner's own stdout/stderr go to the job's `.runner.log`, as a spawned one's."""
+    try:
+        fd = os.open(lifecycle.log_path(job_id).with_suffix(".runner.log"),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        return
+    for target in (1, 2):
+        os.dup2(fd, target)
+    os.close(fd)
 
 
 def run_one(store: Store, job_id: int, wake_r: int) -> None:

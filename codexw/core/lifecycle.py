@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codexw.core import events, paths, process, reports
+from codexw.core import envfile, events, paths, process, reports
 from codexw.core.codex import RunSummary
 from codexw.core.errors import CodexwError
 from codexw.core.models import Job, JobSpec, JobState
@@ -49,8 +49,10 @@ def summary_from_log(job: Job) -> RunSummary:
     return summary
 
 
-def write_temp_report(job: Job, summary: RunSummary | None = None) -> Path:
-    path = reports.temp_report_path(job)
+def write_temp_report(
+    job: Job, summary: RunSummary | None = None, path: Path | None = None
+) -> Path:
+    path = path or reports.temp_report_path(job)
     reports.atomic_replace(path, reports.render_temp(job, summary), durable=False)
     return path
 
@@ -60,7 +62,9 @@ def record_progress(store: Store, job: Job, summary: RunSummary) -> None:
     The outcome is recorded at the end whatever happens here."""
     try:
         with store.transaction():
-            store.update_progress(job.id, summary.last_action, summary.usage, summary.thread_id)
+            store.update_progress(
+                job.id, summary.last_action, summary.usage, summary.thread_id, job.job_key
+            )
     except CodexwError:
         pass
     try:
@@ -81,7 +85,7 @@ def queue_with_report(
     job_id = store.insert_job(spec, now=now, **kw)
     job = store.get_job(job_id)
     try:
-        path = write_temp_report(job)
+        path = write_temp_report(job, path=reports.new_temp_report_path(job))
     except OSError:
         if report_required:
             raise
@@ -109,6 +113,8 @@ def write_final_report(job: Job, summary: RunSummary | None) -> tuple[Path | Non
         final = reports.atomic_create(temp.with_name(reports.final_report_name(job)), text)
     except OSError as exc:
         return _report_elsewhere(job, temp, text, exc)
+    if job.job_key is not None and not reports.carries_key(temp, job.job_key):
+        return final, problem  # not provably this attempt's TEMP (or gone): never removed
     try:
         os.unlink(temp)
     except FileNotFoundError:
@@ -198,6 +204,7 @@ def record_end(
             last_action=summary.last_action if summary is not None else None,
             only_runner_pid=only_runner_pid,
             expect_state=expect_state,
+            job_key=job.job_key,
         )
         if not recorded:
             return False, None
@@ -215,6 +222,11 @@ def record_end(
             store.repoint_deps(job.id, retry_id)
         elif ending.state in HALTING and job.spec.batch_id is not None:
             store.halt_batch(job.spec.batch_id, f"job {job.id} {ending.state.value}")
+        key = job.spec.env_key
+        if key is not None and not store.env_key_in_use(key):
+            # No open attempt needs the launch environment any more (an automatic retry
+            # would be open by now, in this same transaction): remove it after the commit.
+            store.after_commit(lambda: envfile.remove(key))
     return True, retry_id
 
 

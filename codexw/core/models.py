@@ -88,6 +88,9 @@ class JobSpec:
     queue: str | None = None
     # PATH at launch (not secret): codex and its `node` are found the same way later.
     path_env: str | None = None
+    # Names the file holding the launching command's whole environment (secrets
+    # included: it lives in the 0600 state dir, never in the registry; core.envfile).
+    env_key: str | None = None
 
 
 BACKENDS = ("local", "celery")
@@ -122,6 +125,9 @@ class Job:
     kill_requested: bool = False
     host: str | None = None
     celery_task_id: str | None = None
+    # Random, per attempt: a runner recognises its own job (and its TEMP report) by it,
+    # not by the id alone, which a new registry or a second state dir can reuse.
+    job_key: str | None = None
 
     @property
     def duration(self) -> float | None:

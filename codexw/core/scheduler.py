@@ -28,7 +28,7 @@ class ReconcileResult:
     requeued: list[int] = field(default_factory=list)
     started: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
-    taken: int | None = None  # a job the caller adopted to run itself (take_one)
+    taken: Job | None = None  # a job claimed for the caller's own fork to run (take_one)
 
 
 def reap_children() -> None:
@@ -38,11 +38,18 @@ def reap_children() -> None:
 
 
 # The runner module per backend: a remote job's runner stands in for it on this machine.
+def forget_children() -> None:
+    """In a forked process: the runners spawned before the fork are not its children."""
+    _children.clear()
+
+
 RUNNER_MODULES = {"local": "codexw.runner", "celery": "codexw.backends.remote"}
 
 
-def spawn_runner(job_id: int, backend: str = "local") -> tuple[int, float | None]:
-    """Start `python -m codexw.runner JOB` detached: new session, stdin /dev/null."""
+def spawn_runner(
+    job_id: int, backend: str = "local", job_key: str | None = None
+) -> tuple[int, float | None]:
+    """Start `python -m codexw.runner JOB KEY` detached: new session, stdin /dev/null."""
     reap_children()
     out = os.open(
         paths.logs_dir() / f"{job_id}.runner.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
@@ -52,7 +59,8 @@ def spawn_runner(job_id: int, backend: str = "local") -> tuple[int, float | None
     try:
         child = subprocess.Popen(
             # -P: never import codexw from the current directory.
-            [sys.executable, "-P", "-m", RUNNER_MODULES[backend], str(job_id)],
+            [sys.executable, "-P", "-m", RUNNER_MODULES[backend], str(job_id),
+             *([job_key] if job_key else [])],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -120,8 +128,9 @@ def fill_slots(
     """Start every queued job that has a free slot; cancel those that never can.
 
     `take_one` (a runner whose job just ended): the first startable local job is
-    adopted by the calling process in the same transaction (`result.taken`) instead
-    of getting a new runner, which saves a Python start per job in a batch.
+    claimed for the caller (`result.taken`) instead of getting a new runner; the
+    caller forks a child that adopts and runs it, which saves a Python start per job
+    in a batch while each job still gets a process (and PID) of its own.
     """
     result = result or ReconcileResult()
     me = os.getpid()
@@ -132,8 +141,8 @@ def fill_slots(
             claimed = [job for job in start if store.mark_starting(job.id, me, my_start)]
             if take_one and result.taken is None:
                 mine = next((j for j in claimed if j.spec.backend == "local"), None)
-                if mine is not None and store.adopt(mine.id, me, my_start):
-                    result.taken = mine.id
+                if mine is not None:
+                    result.taken = mine
                     claimed.remove(mine)
         for job, reason in cancel:
             if end_without_runner(store, job, Ending(JobState.CANCELLED, reason)):
@@ -141,7 +150,7 @@ def fill_slots(
         spawned: list[tuple[int, int, float | None]] = []
         for job in claimed:
             try:
-                pid, start_time = spawn_runner(job.id, job.spec.backend)
+                pid, start_time = spawn_runner(job.id, job.spec.backend, job.job_key)
             except OSError as exc:
                 job = store.get_job(job.id)
                 end_without_runner(

@@ -11,7 +11,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -121,10 +121,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN path_env TEXT;
     """,
 ]
+    # 5: a random key per attempt (a runner proves the job is its own, beyond the id) and
+    # the name of the file holding the launching command's environment (core.envfile).
+    """
+    ALTER TABLE jobs ADD COLUMN job_key TEXT;
+    ALTER TABLE jobs ADD COLUMN env_key TEXT;
+    """,
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _ACTIVE = tuple(s.value for s in ACTIVE_STATES)
-_SPEC_COLUMNS = ["task", "level", "type", "model", "sandbox", "cwd", "project", "codex_bin", "codex_args", "codex_home", "template", "timeout", "kill_grace", "retries", "retry_timeouts", "backoff_base", "backoff_max", "priority", "batch_id", "name", "global_limit", "resume_thread", "resume_of", "backend", "broker_url", "queue", "path_env"]
+_SPEC_COLUMNS = ["task", "level", "type", "model", "sandbox", "cwd", "project", "codex_bin", "codex_args", "codex_home", "template", "timeout", "kill_grace", "retries", "retry_timeouts", "backoff_base", "backoff_max", "priority", "batch_id", "name", "global_limit", "resume_thread", "resume_of", "backend", "broker_url", "queue", "path_env", "env_key"]
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,7 @@ def _row_to_job(row: sqlite3.Row, deps: tuple[int, ...] = ()) -> Job:
         queue=row["queue"],
         path_env=row["path_env"],
     )
+        env_key=row["env_key"],
     return Job(
         id=row["id"],
         spec=spec,
@@ -244,6 +251,7 @@ def _row_to_job(row: sqlite3.Row, deps: tuple[int, ...] = ()) -> Job:
         host=row["host"],
         celery_task_id=row["celery_task_id"],
     )
+        job_key=row["job_key"],
 
 
 class Store:
@@ -252,6 +260,7 @@ class Store:
         self._in_txn = False
         self._dirty = False
 
+        self._after_commit: list[Callable[[], None]] = []
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
@@ -315,6 +324,10 @@ class Store:
             yield self
             return
         try:
+        # Waiters are woken only by a commit that changed rows: a transaction that
+        # found nothing to do woke every `wait` and `status --watch`, each of which
+        # then read in a transaction of its own and woke the others (100% CPU idle).
+        changes_before = self.conn.total_changes
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
             raise _store_error(paths.db_path(), exc) from None
@@ -332,9 +345,35 @@ class Store:
                 raise _store_error(paths.db_path(), exc) from None
         finally:
             self._in_txn = False
-        if notify_waiters:
+            callbacks, self._after_commit = self._after_commit, []
+        if notify_waiters and self.conn.total_changes != changes_before:
             notify.broadcast()
 
+        for callback in callbacks:  # only reached after a successful COMMIT
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the current transaction has committed (never on rollback):
+        for files that may go only when the registry no longer needs them."""
+        self._after_commit.append(callback)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Store]:
+        """A read transaction: one consistent view, no write lock, nobody woken.
+
+        For the cheap look that decides whether a write transaction is needed at all
+        (inside a transaction already, it is that transaction)."""
+        if self._in_txn or self.conn.in_transaction:
+            yield self
+            return
+        try:
+            self.conn.execute("BEGIN DEFERRED")
+        except sqlite3.DatabaseError as exc:
+            raise _store_error(paths.db_path(), exc) from None
+        try:
+            yield self  # a write in here fails loudly: BEGIN IMMEDIATE cannot nest
+        finally:
+            self._rollback()  # nothing was written: ending it is all that is needed
     def _rollback(self) -> None:
         """Roll back what is still open: after a failed COMMIT (disk full, I/O error)
         SQLite may already have rolled back, and a second ROLLBACK would raise."""
@@ -410,8 +449,10 @@ class Store:
         retry_of: int | None = None,
         not_before: float | None = None,
     ) -> int:
-        columns = ["state", "queued_at", "not_before", "attempt", "retry_of", *_SPEC_COLUMNS]
-        values = ["queued", now, not_before, attempt, retry_of, *_spec_values(spec)]
+        columns = ["state", "queued_at", "not_before", "attempt", "retry_of", "job_key",
+                   *_SPEC_COLUMNS]
+        values = ["queued", now, not_before, attempt, retry_of, os.urandom(8).hex(),
+                  *_spec_values(spec)]
         cur = self._exec(
             f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(values))})",
             values,
@@ -437,12 +478,16 @@ class Store:
         )
         return cur.rowcount == 1
 
-    def adopt(self, job_id: int, pid: int, start: float | None) -> bool:
-        """The runner records itself; False if the job is no longer waiting for it."""
+    def adopt(
+        self, job_id: int, pid: int, start: float | None, job_key: str | None = None
+    ) -> bool:
+        """The runner records itself; False if the job is no longer waiting for it (or,
+        given `job_key`, is not the job the runner was started for)."""
+        key_sql, key_params = _key_filter(job_key)
         cur = self._exec(
             "UPDATE jobs SET runner_pid = ?, runner_start = ? WHERE id = ? AND state = 'starting'"
-            " AND (runner_pid IS NULL OR runner_pid = ?)",
-            (pid, start, job_id, pid),
+            " AND (runner_pid IS NULL OR runner_pid = ?)" + key_sql,
+            (pid, start, job_id, pid, *key_params),
         )
         return cur.rowcount == 1
 
@@ -474,13 +519,20 @@ class Store:
         return cur.rowcount == 1
 
     def update_progress(
-        self, job_id: int, last_action: str | None, tokens: dict[str, int], thread_id: str | None
+        self,
+        job_id: int,
+        last_action: str | None,
+        tokens: dict[str, int],
+        thread_id: str | None,
+        job_key: str | None = None,
     ) -> None:
         self._exec(
+        key_sql, key_params = _key_filter(job_key)
             "UPDATE jobs SET last_action = ?, thread_id = COALESCE(?, thread_id),"
             + ", ".join(f"{k} = ?" for k in TOKEN_KEYS)
-            + " WHERE id = ?",
-            (last_action, thread_id, *(tokens.get(k, 0) for k in TOKEN_KEYS), job_id),
+            + " WHERE id = ?" + key_sql,
+            (last_action, thread_id, *(tokens.get(k, 0) for k in TOKEN_KEYS), job_id,
+             *key_params),
         )
 
     def finish(
@@ -499,6 +551,7 @@ class Store:
         only_runner_pid: int | None = None,
         expect_state: JobState | None = None,
     ) -> bool:
+        job_key: str | None = None,
         """Move an active or queued job to a final state, once. False if already final,
         or (with `expect_state`/`only_runner_pid`) if it is no longer what the caller saw:
         a job read as queued that a runner has started meanwhile must not be cancelled."""
@@ -529,7 +582,8 @@ class Store:
         if expect_state is not None:
             sql += " AND state = ?"
             params.append(expect_state.value)
-        return self._exec(sql, params).rowcount == 1
+        key_sql, key_params = _key_filter(job_key)
+        return self._exec(sql + key_sql, [*params, *key_params]).rowcount == 1
 
     def set_remote(self, job_id: int, task_id: str | None = None, host: str | None = None) -> None:
         """A remote job's Celery task id (set before it is sent) and worker (once known)."""
@@ -853,6 +907,23 @@ def _where(extra: str | None = None, **equal: Any) -> tuple[str, list[Any]]:
 
 
 def _stats_where(
+    def owns(self, job_id: int, job_key: str | None) -> bool:
+        """Whether the registry's job `job_id` is the attempt with this key (a registry
+        made anew, or another state dir, reuses ids)."""
+        row = self._exec(
+            "SELECT 1 FROM jobs WHERE id = ? AND job_key IS ?", (job_id, job_key)
+        ).fetchone()
+        return row is not None
+
+    def env_key_in_use(self, env_key: str) -> bool:
+        """Whether an open job still needs this saved launch environment."""
+        row = self._exec(
+            "SELECT 1 FROM jobs WHERE env_key = ? AND state IN ('queued', 'starting', 'running')"
+            " LIMIT 1",
+            (env_key,),
+        ).fetchone()
+        return row is not None
+
     project: str | None, job_type: str | None, extra: str | None = None, level: str | None = None
 ) -> tuple[str, list[Any]]:
     return _where(extra, project=project, level=level, type=job_type)
@@ -865,6 +936,15 @@ def _store_error(path: os.PathLike[str] | str, exc: sqlite3.DatabaseError) -> St
             f"the registry {path} is corrupt ({text})",
             f"move it aside (mv {path} {path}.corrupt) and codexw starts a new one;"
             " reports under .codexw/ are untouched",
+def _key_filter(job_key: str | None) -> tuple[str, list[Any]]:
+    """Restrict a write to the attempt with this key (None: the id alone decides)."""
+    return (" AND job_key = ?", [job_key]) if job_key is not None else ("", [])
+
+
+def _id_order(value: Any) -> tuple[int, Any]:
+    return (0, value) if type(value) is int else (1, repr(value))
+
+
         )
     if "readonly" in text or "unable to open" in text:
         return StoreError(

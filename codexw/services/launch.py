@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from codexw.core import lifecycle, paths, reports, validate
+from codexw.core import envfile, lifecycle, paths, reports, validate
 from codexw.core.codex import INSTALL_HINT as DOCTOR_HINT  # one hint for launch and doctor
 from codexw.core.codex import in_git_repo
 from codexw.core.config import Config, load_config
@@ -289,7 +289,9 @@ def enqueue(
     now = time.time()
     batch_id = None
     written: list[str] = []
+    env_key = None
     try:
+        specs, env_key = with_launch_env(specs)
         with store.transaction():
             if recheck is not None:
                 recheck(store)
@@ -302,11 +304,15 @@ def enqueue(
                 written.append(store.get_job(ids[-1]).report_path or "")
             for dependent, dependency in deps:
                 store.add_dep(ids[dependent], ids[dependency])
+            # Last: the registry's own error is the clearer one when the state dir fails.
+            save_launch_env(env_key)
     except BaseException as exc:
         # Rolled back: the TEMP reports already written belong to no job. Remove them.
         for path in written:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        if env_key is not None:
+            envfile.remove(env_key)
         if isinstance(exc, OSError):
             raise StoreError(
                 f"cannot write a report in {exc.filename or 'the report directory'}:"
@@ -315,6 +321,29 @@ def enqueue(
             ) from None
         raise
     return batch_id, ids
+
+
+def with_launch_env(specs: list[JobSpec]) -> tuple[list[JobSpec], str | None]:
+    """Name a file for this command's environment in its local jobs, so that whoever
+    starts them later runs codex with it (core.envfile); `save_launch_env` writes it.
+    Remote jobs run with their worker's environment: nothing secret travels through
+    the broker. Returns the specs and the key (None: no local job)."""
+    if not any(s.backend == "local" for s in specs):
+        return specs, None
+    key = envfile.new_key()
+    return [replace(s, env_key=key) if s.backend == "local" else s for s in specs], key
+
+
+def save_launch_env(key: str | None) -> None:
+    if key is None:
+        return
+    try:
+        envfile.save(key, os.environ)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot save the launch environment in {envfile.env_dir()}: {exc.strerror}",
+            "nothing was queued; free some disk space or make the state directory writable",
+        ) from None
 
 
 def launch(req: LaunchRequest) -> LaunchResult:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
-from codexw.core import lifecycle
+from codexw.core import envfile, lifecycle
 from codexw.core.errors import UsageError
 from codexw.core.models import Job, JobState
 from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
 from codexw.core.validate import check_spec
 from codexw.services.common import open_store
+from codexw.services.launch import save_launch_env, with_launch_env
 
 RETRYABLE_BY_HAND = {
     JobState.FAILED, JobState.TIMED_OUT, JobState.KILLED, JobState.LOST, JobState.CANCELLED
@@ -65,7 +66,21 @@ def retry_jobs(job_ids: list[int], batch_id: int | None = None, failed_only: boo
             check_spec(job.spec)
         except UsageError as exc:
             raise UsageError(f"job {job.id} cannot be retried: {exc.message}", exc.hint) from None
+    # A retry by hand runs with the environment of the command that asks for it.
+    _, env_key = with_launch_env([j.spec for j in chosen])
     done: list[Retried] = []
+    try:
+        _queue_retries(store, chosen, env_key, done)
+    except BaseException:
+        if env_key is not None:  # rolled back: nobody needs it
+            envfile.remove(env_key)
+        raise
+    fill_slots(store)
+    return done
+
+
+def _queue_retries(store: Store, chosen: list[Job], env_key: str | None,
+                   done: list[Retried]) -> None:
     with store.transaction():
         for job in chosen:
             if store.latest_attempt(job.id) != job.id:
@@ -73,15 +88,18 @@ def retry_jobs(job_ids: list[int], batch_id: int | None = None, failed_only: boo
             # Dependencies point at the newest attempt of each dependency.
             after = tuple(store.latest_attempt(d) for d in job.spec.after)
             new_id = lifecycle.queue_with_report(
-                store, replace(job.spec, after=after), time.time(),
+                store,
+                replace(job.spec, after=after,
+                        env_key=env_key if job.spec.backend == "local" else None),
+                time.time(),
                 attempt=job.attempt + 1, retry_of=job.id,
             )
             store.repoint_deps(job.id, new_id)
             if job.spec.batch_id is not None:
                 store.clear_halt(job.spec.batch_id)
             done.append(Retried(job.id, new_id))
-    fill_slots(store)
-    return done
+        if done:
+            save_launch_env(env_key)
 
 
 def _dependencies_first(jobs: list[Job]) -> list[Job]:
