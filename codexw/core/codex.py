@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codexw.core.events import MAX_DEPTH, MAX_LINE_BYTES, LineSplitter, Skipped, too_deep
+from codexw.core.events import MAX_LINE_BYTES, LineSplitter, Skipped, parse_event
 from codexw.core.models import TOKEN_KEYS, JobSpec
 
 # The codex versions the e2e suite runs against (docs/e2e.md). Older ones are not refused
@@ -161,22 +161,13 @@ class RunSummary:
         self.lines += 1
         if isinstance(line, Skipped):
             return self._unparsed(f"{line.size} bytes, over the {MAX_LINE_BYTES} byte limit")
-        if len(line) > MAX_LINE_BYTES:
-            return self._unparsed(f"{len(line)} bytes, over the {MAX_LINE_BYTES} byte limit")
         raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogatepass")
-        if not raw.strip():
-            return None
-        if too_deep(raw):
-            return self._unparsed(f"nested deeper than {MAX_DEPTH} levels")
-        try:
-            event = json.loads(raw.decode("utf-8", "replace"))
-        except (ValueError, RecursionError):
-            if raw.lstrip().startswith(b"{"):  # meant as an event: say so
-                return self._unparsed("not valid JSON")
-            self.bad_lines += 1  # a stray text line: only counted, as always
-            return None
-        if not isinstance(event, dict):
-            self.bad_lines += 1
+        event, why = parse_event(raw)
+        if why is not None:
+            return self._unparsed(why)
+        if event is None:
+            if raw.strip():
+                self.bad_lines += 1  # stray text or a bare JSON value: only counted, as always
             return None
         self.feed(event)
         return event

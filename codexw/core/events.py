@@ -8,7 +8,9 @@ nothing recurses per nesting level.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 # A line longer than this is not parsed (the raw log keeps it all). Real events are far
 # smaller; an agent message or command output of several megabytes still fits.
@@ -135,3 +137,26 @@ def too_deep(line: bytes, limit: int = MAX_DEPTH) -> bool:
             return True
         depth += _NET[value]
     return False
+
+
+def parse_event(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """One line of the stream as an event, checked before json.loads sees it.
+
+    Returns (event, None); or (None, why) for a line refused as hostile (too long, too
+    deep, or meant as an event but not valid JSON); or (None, None) for a blank line or
+    stray text, which codex may print and which is no event. The values inside an event
+    are still untrusted: check their types where they are used.
+    """
+    if len(line) > MAX_LINE_BYTES:
+        return None, f"{len(line)} bytes, over the {MAX_LINE_BYTES} byte limit"
+    if not line.strip():
+        return None, None
+    if too_deep(line):
+        return None, f"nested deeper than {MAX_DEPTH} levels"
+    try:
+        event = json.loads(line.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        if line.lstrip().startswith(b"{"):  # meant as an event: say so
+            return None, "not valid JSON"
+        return None, None
+    return (event, None) if isinstance(event, dict) else (None, None)
