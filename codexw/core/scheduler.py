@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from codexw.core import paths, process
 from codexw.core.lifecycle import Ending, end_without_runner
 from codexw.core.models import Job, JobState
+from codexw.core.rows import Unreadable
 from codexw.core.store import Store
 
 # Popen objects of runners we spawned; polled so they never linger as zombies.
@@ -75,17 +76,27 @@ def spawn_runner(
     return child.pid, process.create_time(child.pid)
 
 
-def _plan(store: Store, now: float) -> tuple[list[Job], list[tuple[Job, str]]]:
+@dataclass
+class _Plan:
+    start: list[Job] = field(default_factory=list)
+    cancel: list[tuple[Job, str]] = field(default_factory=list)
+    damaged: list[Unreadable] = field(default_factory=list)  # queued rows that cannot be read
+
+    def __bool__(self) -> bool:
+        return bool(self.start or self.cancel or self.damaged)
+
+
+def _plan(store: Store, now: float) -> _Plan:
     """Inside a transaction: which queued jobs start now, which are cancelled."""
-    queued = store.queued_jobs()
+    plan = _Plan()
+    queued = store.queued_jobs(damaged=plan.damaged)
     if not queued:
-        return [], []
+        return plan
+    start, cancel = plan.start, plan.cancel
     total, per_batch = store.active_counts()
     limits = store.batch_limits()
     halted = store.halted_batches()
     dep_states = store.states_of({d for job in queued for d in job.spec.after})
-    start: list[Job] = []
-    cancel: list[tuple[Job, str]] = []
     for job in queued:
         batch = job.spec.batch_id
         if batch in halted:
@@ -119,7 +130,7 @@ def _plan(store: Store, now: float) -> tuple[list[Job], list[tuple[Job, str]]]:
         total += 1
         if batch is not None:
             per_batch[batch] = per_batch.get(batch, 0) + 1
-    return start, cancel
+    return plan
 
 
 def fill_slots(
@@ -136,9 +147,19 @@ def fill_slots(
     me = os.getpid()
     my_start = process.create_time(me)
     for _ in range(100):  # cancellations can cascade through dependencies
+        # A look first, without the write lock: an idle `status --watch` or `wait`
+        # must not queue behind writers (or wake anyone) to learn there is nothing to do.
+        # Skipping on a consistent snapshot is safe: whoever changes the queue after it
+        # (a launch, an ending runner, a kill) fills the slots itself.
+        with store.snapshot():
+            if not _plan(store, time.time()):
+                break
         with store.transaction():
-            start, cancel = _plan(store, time.time())
-            claimed = [job for job in start if store.mark_starting(job.id, me, my_start)]
+            plan = _plan(store, time.time())
+            cancel = plan.cancel
+            for damaged in plan.damaged:
+                store.end_unreadable(damaged, time.time())
+            claimed = [job for job in plan.start if store.mark_starting(job.id, me, my_start)]
             if take_one and result.taken is None:
                 mine = next((j for j in claimed if j.spec.backend == "local"), None)
                 if mine is not None:
@@ -172,9 +193,13 @@ def fill_slots(
 
 def reconcile(store: Store, fill: bool = True) -> ReconcileResult:
     """Mark jobs whose runner is gone as lost (killing what is left of their codex
-    group), give back claims of dead claimers, then fill free slots."""
+    group), give back claims of dead claimers, then fill free slots.
+
+    A row that cannot be read is handled on its own (`_end_unreadable`): one damaged
+    job must not stop every command of every project."""
     result = ReconcileResult()
-    for job in store.active_jobs():
+    damaged: list[Unreadable] = []
+    for job in store.active_jobs(damaged=damaged):
         if job.state == JobState.STARTING and job.runner_pid is None:
             if not process.is_alive(job.claimed_by_pid, job.claimed_by_start):
                 with store.transaction():
@@ -191,9 +216,27 @@ def reconcile(store: Store, fill: bool = True) -> ReconcileResult:
         )
         if end_without_runner(store, job, ending):
             result.lost.append(job.id)
+    for row in damaged:
+        if _end_unreadable(store, row):
+            result.lost.append(row.job.id)
     if fill:
         fill_slots(store, result)
     return result
+
+
+def _end_unreadable(store: Store, row: Unreadable) -> bool:
+    """An active job whose row cannot be read: left to its runner while that provably
+    runs (its outcome may still be recorded), else ended `lost` with the reason."""
+    job = row.job
+    if process.is_alive(job.runner_pid, job.runner_start):
+        return False
+    if job.spec.backend == "local":  # the group is checked by its marker before any signal
+        try:
+            kill_leftover_group(job)
+        except OSError:
+            pass
+    with store.transaction():
+        return store.end_unreadable(row, time.time())
 
 
 def kill_leftover_group(job: Job) -> None:

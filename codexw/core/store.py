@@ -19,6 +19,7 @@ from typing import Any
 from codexw.core import notify, paths
 from codexw.core.errors import NotFoundError, StoreError
 from codexw.core.models import ACTIVE_STATES, TOKEN_KEYS, Job, JobSpec, JobState
+from codexw.core.rows import Unreadable, read_job, read_state
 
 BUSY_TIMEOUT_S = 60.0
 
@@ -374,6 +375,7 @@ class Store:
             yield self  # a write in here fails loudly: BEGIN IMMEDIATE cannot nest
         finally:
             self._rollback()  # nothing was written: ending it is all that is needed
+
     def _rollback(self) -> None:
         """Roll back what is still open: after a failed COMMIT (disk full, I/O error)
         SQLite may already have rolled back, and a second ROLLBACK would raise."""
@@ -596,6 +598,17 @@ class Store:
     def set_report_path(self, job_id: int, report_path: str | None) -> None:
         self._exec("UPDATE jobs SET report_path = ? WHERE id = ?", (report_path, job_id))
 
+    def end_unreadable(self, damaged: Unreadable, now: float) -> bool:
+        """End as `lost` a job whose row cannot be read, if it is still as it was read.
+
+        Not retried: a retry would copy a spec that cannot be trusted."""
+        cur = self._exec(
+            "UPDATE jobs SET state = 'lost', ended_at = ?, reason = ?, retryable = 0"
+            " WHERE id = ? AND state IS ? AND runner_pid IS ?",
+            (now, damaged.problem, damaged.job.id, damaged.raw_state, damaged.raw_runner_pid),
+        )
+        return cur.rowcount == 1
+
     def request_kill(self, job_id: int) -> None:
         self._exec("UPDATE jobs SET kill_requested = 1 WHERE id = ?", (job_id,))
 
@@ -621,17 +634,29 @@ class Store:
             ).fetchall()
             for row in rows:
                 deps.setdefault(row["job_id"], []).append(row["dep_id"])
-        return {k: tuple(sorted(v)) for k, v in deps.items()}
+        # A damaged dep_id (text) must not break the sort: rows.read_job names it.
+        return {k: tuple(sorted(v, key=_id_order)) for k, v in deps.items()}
 
-    def _jobs(self, sql: str, params: Iterable[Any] = ()) -> list[Job]:
+    def _jobs(
+        self, sql: str, params: Iterable[Any] = (), damaged: list[Unreadable] | None = None
+    ) -> list[Job]:
+        """The jobs of `sql`'s rows, read one by one: a damaged row never fails the list.
+
+        With `damaged`, rows that cannot be read go there (for a caller that acts on
+        them) instead of into the list; without it they are listed as well as they
+        can be read, their reason naming what could not be."""
         rows = self._exec(sql, params).fetchall()
         deps = self._deps_of([r["id"] for r in rows]) if rows else {}
-        try:
-            return [_row_to_job(r, deps.get(r["id"], ())) for r in rows]
-        except (ValueError, TypeError, KeyError) as exc:  # a damaged row: bad state, bad JSON
-            raise _store_error(
-                paths.db_path(), sqlite3.DatabaseError(f"malformed row: {exc}")
-            ) from None
+        jobs = []
+        for row in rows:
+            job = read_job(row, deps.get(row["id"], ()))
+            if isinstance(job, Unreadable):
+                if damaged is not None:
+                    damaged.append(job)
+                    continue
+                job = job.job
+            jobs.append(job)
+        return jobs
 
     def get_job(self, job_id: int) -> Job:
         jobs = self._jobs("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -671,9 +696,11 @@ class Store:
             params.append(limit)
         return self._jobs(sql, params)
 
-    def active_jobs(self) -> list[Job]:
+    def active_jobs(self, damaged: list[Unreadable] | None = None) -> list[Job]:
         return self._jobs(
-            f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(_ACTIVE))})", _ACTIVE
+            f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(_ACTIVE))})",
+            _ACTIVE,
+            damaged,
         )
 
     def active_counts(self) -> tuple[int, dict[int, int]]:
@@ -686,10 +713,11 @@ class Store:
         per_batch = {r["batch_id"]: r["n"] for r in rows if r["batch_id"] is not None}
         return sum(r["n"] for r in rows), per_batch
 
-    def queued_jobs(self) -> list[Job]:
+    def queued_jobs(self, damaged: list[Unreadable] | None = None) -> list[Job]:
         """Queued jobs in start order: priority first, then oldest."""
         return self._jobs(
-            "SELECT * FROM jobs WHERE state = 'queued' ORDER BY priority DESC, id ASC"
+            "SELECT * FROM jobs WHERE state = 'queued' ORDER BY priority DESC, id ASC",
+            damaged=damaged,
         )
 
     def states_of(self, job_ids: Iterable[int]) -> dict[int, JobState]:
@@ -699,7 +727,7 @@ class Store:
         rows = self._exec(
             f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids
         ).fetchall()
-        return {r["id"]: JobState(r["state"]) for r in rows}
+        return {r["id"]: read_state(r["state"]) for r in rows}
 
     def batch_job_ids(self, batch_id: int) -> list[int]:
         rows = self._exec(
@@ -765,7 +793,7 @@ class Store:
         ).fetchall()
         return [
             JobFiles(
-                id=r["id"], state=JobState(r["state"]), type=r["type"], project=r["project"],
+                id=r["id"], state=read_state(r["state"]), type=r["type"], project=r["project"],
                 queued_at=r["queued_at"], ended_at=r["ended_at"], report_path=r["report_path"],
                 log_path=r["log_path"], runner_pid=r["runner_pid"], runner_start=r["runner_start"],
             )

@@ -1,0 +1,150 @@
+"""Reading registry rows into jobs without trusting them.
+
+SQLite keeps whatever a column was given (a token count as text, a float where an
+id belongs), and a registry can be damaged by a bug, an older codexw or a hand edit.
+A row that does not map cleanly must never take a command down: each field is
+checked against the type the model declares; what cannot be read is named, and the
+caller decides (reconcile ends such a job as `lost`, listings show what they can).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
+
+from codexw.core.models import TOKEN_KEYS, Job, JobSpec, JobState
+
+UNREADABLE = "registry row could not be read"
+
+# Annotation (a string, under `from __future__ import annotations`) -> (type, nullable).
+_KINDS: dict[str, tuple[type, bool]] = {
+    "str": (str, False),
+    "str | None": (str, True),
+    "int": (int, False),
+    "int | None": (int, True),
+    "float": (float, False),
+    "float | None": (float, True),
+    "bool": (bool, False),
+}
+_INT64_MAX = 2**63 - 1
+# Fields that are not plain columns, read by hand below.
+_SPECIAL = {"spec", "state", "tokens", "after", "codex_args"}
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A row that did not map: the best-effort job, what was wrong, and the raw values
+    a conditional update must match (the parsed ones may be replaced by defaults)."""
+
+    job: Job
+    problem: str
+    raw_state: Any
+    raw_runner_pid: Any
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check(value: Any, kind: type, nullable: bool) -> tuple[bool, Any]:
+    """(ok, value converted to `kind`)."""
+    if value is None:
+        return nullable, None
+    if kind is str:
+        return type(value) is str, value
+    if kind is bool:
+        return type(value) is int and value in (0, 1), bool(value)
+    if kind is int:
+        if type(value) is float and value.is_integer() and abs(value) <= _INT64_MAX:
+            return True, int(value)  # an integral REAL: SQLite's affinity can leave one
+        return type(value) is int, value
+    if kind is float:
+        if type(value) in (int, float) and math.isfinite(value):
+            return True, float(value)
+        return False, None
+    return False, None  # pragma: no cover - every annotation used is in _KINDS
+
+
+class _Reader:
+    def __init__(self, row: sqlite3.Row) -> None:
+        self.row = row
+        self.keys = set(row.keys())
+        self.problems: list[str] = []
+
+    def fill(self, cls: type, values: dict[str, Any]) -> dict[str, Any]:
+        """Read every plain field of dataclass `cls` from the column of the same name."""
+        for f in fields(cls):
+            if f.name in _SPECIAL or f.name in values:
+                continue
+            kind = _KINDS.get(str(f.type))
+            default = f.default if f.default is not MISSING else None
+            if kind is None or f.name not in self.keys:
+                if f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
+                    self.problems.append(f"{f.name}: missing")
+                    values[f.name] = _fallback(f.type)
+                continue
+            raw = self.row[f.name]
+            ok, value = _check(raw, *kind)
+            if not ok:
+                self.problems.append(f"{f.name}: unexpected {_show(raw)}")
+                value = default if default is not None or kind[1] else _fallback(f.type)
+            values[f.name] = value
+        return values
+
+
+def _fallback(annotation: Any) -> Any:
+    """A harmless stand-in for a required field that could not be read."""
+    return {"str": "?", "int": 0, "float": 0.0, "bool": False}.get(str(annotation))
+
+
+def read_job(row: sqlite3.Row, deps: tuple[Any, ...] = ()) -> Job | Unreadable:
+    """The job of `row`, or an `Unreadable` carrying the best-effort job and the problem.
+
+    The best-effort job keeps the row's state when it is a known one (a live runner
+    may still record its outcome), else it is shown as `lost`; its reason says what
+    could not be read."""
+    reader = _Reader(row)
+    problems = reader.problems
+    try:
+        args = json.loads(row["codex_args"])
+    except (ValueError, TypeError, RecursionError):
+        args = None
+    if not isinstance(args, list) or not all(type(a) is str for a in args):
+        problems.append(f"codex_args: not a JSON list of strings ({_show(row['codex_args'])})")
+        args = []
+    after = tuple(d for d in deps if type(d) is int)
+    if len(after) != len(deps):
+        problems.append("after: a dependency that is not a job id")
+    spec = JobSpec(**reader.fill(JobSpec, {"after": after, "codex_args": tuple(args)}))
+    raw_state = row["state"]
+    try:
+        state = JobState(raw_state)
+    except ValueError:
+        problems.append(f"state: unknown {_show(raw_state)}")
+        state = JobState.LOST
+    tokens = {}
+    for key in TOKEN_KEYS:
+        ok, value = _check(row[key], int, False)
+        if not ok or value < 0:
+            problems.append(f"{key}: unexpected {_show(row[key])}")
+            value = 0
+        tokens[key] = value
+    values = reader.fill(Job, {"spec": spec, "state": state, "tokens": tokens})
+    job = Job(**values)
+    if not problems:
+        return job
+    problem = f"{UNREADABLE}: {'; '.join(problems)}"
+    job.reason = problem
+    return Unreadable(job, problem, raw_state, row["runner_pid"])
+
+
+def read_state(value: Any) -> JobState:
+    """A state column value; an unknown one counts as `lost` (final, not a success)."""
+    try:
+        return JobState(value)
+    except ValueError:
+        return JobState.LOST
