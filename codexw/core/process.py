@@ -58,14 +58,17 @@ def create_time(pid: int) -> float | None:
 
 
 def is_alive(pid: int | None, started: float | None) -> bool:
-    """True only if `pid` runs and is the same process that started at `started`."""
-    if not pid or pid <= 0:
+    """True only if `pid` runs and is provably the process that started at `started`.
+
+    Without a recorded start time nothing proves it: the PID may have been reused, so
+    the answer is False (no signal is sent, the job is not waited on as running). Start
+    times are recorded whenever the process exists (create_time is None only for a
+    process already gone), so a live runner never lands here."""
+    if not pid or pid <= 0 or started is None:
         return False
     now = create_time(pid)
     if now is None:
         return False
-    if started is None:
-        return True
     return abs(now - started) < 0.05
 
 
