@@ -15,7 +15,11 @@ real `codex exec -`) or from FAKE_CODEX_DIRECTIVES; several can share a line, se
   @fake write PATH           write PATH (relative to -C) and report the command
   @fake events N             emit N extra command events
   @fake message TEXT         the final agent message
+  @fake raw PATH             copy PATH's bytes to stdout as they are (hostile or huge lines)
   @fake fail-first N KIND    fail with KIND on the first N runs (counted in FAKE_CODEX_STATE)
+  @fake emit JSON            write this event line as it is (JSON escapes: \u001b for ESC,
+                             \u003b for ';', which would otherwise split the directive)
+  @fake thread JSON          use this JSON string as the thread id
 
 FAKE_CODEX_STATE=DIR records every run (runs.jsonl) and the most runs alive at
 once (max_running), from a lock-protected set of live PIDs, so a kill -9 can't
@@ -204,7 +208,9 @@ def main() -> int:
     record(state_dir, {"pid": os.getpid(), "argv": sys.argv[1:], "config": opts["config"],
                        "model": opts["model"], "sandbox": opts["sandbox"], "cd": opts["cd"],
                        "resume": opts["resume"], "prompt": prompt, "start": time.time(),
-                       "path": os.environ.get("PATH", "")})
+                       "path": os.environ.get("PATH", ""),
+                       "api_key": os.environ.get("OPENAI_API_KEY"),
+                       "home": os.environ.get("HOME")})
     try:
         return run(opts, todo, state_dir)
     finally:
@@ -213,7 +219,8 @@ def main() -> int:
 
 def run(opts: dict, todo: list[list[str]], state_dir: str | None) -> int:
     cwd = opts["cd"] or os.getcwd()
-    thread = opts["resume"] or str(uuid.uuid4())
+    chosen = [json.loads(args[0]) for name, *args in todo if name == "thread" and args]
+    thread = opts["resume"] or (chosen[-1] if chosen else str(uuid.uuid4()))
     emit({"type": "thread.started", "thread_id": thread})
     emit({"type": "turn.started"})
     message = "## Task Summary\nDone.\n\n## Files Modified\n- none\n\n## Changes Made\nNothing.\n\n" \
@@ -272,8 +279,17 @@ def run(opts: dict, todo: list[list[str]], state_dir: str | None) -> int:
             emit({"type": "item.completed", "item": {"id": "e", "type": "error",
                   "message": "Model metadata for `mock` not found"}})
             sys.stdout.write("this line is not json\n")
+        elif name == "raw":
+            sys.stdout.flush()
+            with open(arg, "rb") as fh:
+                while block := fh.read(1 << 16):
+                    sys.stdout.buffer.write(block)
+            sys.stdout.buffer.flush()
         elif name == "message":
             message = arg
+        elif name == "emit":
+            sys.stdout.write(arg.strip() + "\n")
+            sys.stdout.flush()
         elif name == "crash":
             print("fake codex: something broke badly", file=sys.stderr)
             return 3
