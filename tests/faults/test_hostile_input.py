@@ -264,6 +264,15 @@ def test_environment_secrets_are_never_written_anywhere(cx: Env) -> None:
     for args in (("wait", "--json", "1", "2", "3"), ("logs", "--json", "2"), ("logs", "--raw", "3"),
                  ("status", "--json", "--all"), ("status", "--stats", "--json")):
         run(*args, timeout=120)
+    # The launch environments (0600, for whoever starts a queued job) go once every
+    # job has ended; from then on nothing in the state dir may hold a secret.
+    def all_ended() -> bool:
+        jobs = json.loads(cx.ok("status", "--json", "--all").stdout)["jobs"]
+        return all(j["state"] not in ("queued", "starting", "running") for j in jobs)
+
+    wait_until(all_ended, timeout=120, what="every job to end")
+    env_dir = cx.state / "env"
+    wait_until(lambda: not any(env_dir.glob("*.json")), what="launch environments removed")
     written = _everything_written(cx.state) + _everything_written(cx.project / ".codexw")
     for name, value in SECRETS.items():  # ...but codexw never writes it down
         assert value.encode() not in written, f"{name} was written to the state dir or a report"
