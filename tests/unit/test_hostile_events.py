@@ -4,7 +4,9 @@ without bound, or cost more than linear time."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import random
 import time
 import tracemalloc
@@ -335,3 +337,57 @@ def test_summary_from_log_reads_a_huge_line_in_bounded_memory(tmp_path: Path) ->
     assert summary.thread_id == "th-1" and summary.final_message == "done"
     assert summary.usage["input_tokens"] == 5
     assert any("not parsed" in w for w in summary.warnings)
+
+
+# -- the remote backend: a worker forwards its log in bounded parts, the other side joins them
+
+
+class _Entries:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def add(self, kind: str, data: str) -> None:
+        assert kind == "lines"
+        self.sent.append(data)
+
+    def refresh(self) -> None:
+        pass
+
+
+@pytest.mark.skipif(importlib.util.find_spec("redis") is None, reason="redis not installed")
+def test_a_long_line_crosses_from_worker_to_submitter_in_bounded_parts(tmp_path: Path) -> None:
+    from codexw.backends.remote import RemoteRun
+    from codexw.backends.worker_run import FORWARD_SIZE, WorkerRun
+
+    text = "é" * (3 << 20)  # 6 MiB of two-byte characters: parts must not split one
+    log = (_line({"type": "thread.started", "thread_id": "th-9"}) + "\n"
+           + json.dumps({"type": "item.completed", "item": {"id": "m", "type": "agent_message",
+                                                            "text": text}}, ensure_ascii=False)
+           + "\n"
+           + _turn(input_tokens=5)).encode()  # the last line is not finished yet
+    worker = WorkerRun.__new__(WorkerRun)
+    worker.log_dir, worker.task_id, worker.stream = tmp_path, "task", _Entries()
+    worker.sent, worker.last_flush, worker.last_refresh, worker.dirty = 0, 0.0, time.monotonic(), True
+    worker.log_file().write_bytes(log)
+
+    worker.flush()  # complete lines only, in parts of at most FORWARD_SIZE bytes
+    parts = [p.encode() for p in worker.stream.sent]
+    assert all(len(p) <= FORWARD_SIZE for p in parts) and len(parts) >= 6
+    assert b"".join(parts) == log[: log.rfind(b"\n") + 1]  # no character cut in two
+    worker.dirty = True
+    worker.flush(force=True)  # the end of the run: the unfinished line too
+    assert "".join(worker.stream.sent).encode() == log
+
+    submitter = RemoteRun.__new__(RemoteRun)
+    submitter.summary = RunSummary()
+    submitter.log_fd = os.open(tmp_path / "local.jsonl", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for part in worker.stream.sent:
+            submitter.on_lines(part)
+    finally:
+        os.close(submitter.log_fd)
+    submitter.summary.end_of_stream()
+    assert (tmp_path / "local.jsonl").read_bytes() == log
+    summary = submitter.summary
+    assert summary.thread_id == "th-9" and summary.usage["input_tokens"] == 5
+    assert (summary.final_message or "").startswith("é" * 1000) and summary.bad_lines == 0
