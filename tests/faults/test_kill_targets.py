@@ -1,0 +1,50 @@
+"""A kill reaches only the job it names, whatever the runner that ran it does meanwhile.
+
+A runner whose job ends fills its slot with the next queued job. If that were the
+same process, a `codexw kill 1` that read job 1's runner PID just before job 1 ended
+would signal it after it moved on to job 2, and stop job 2. Each job runs in a
+process of its own (forked from the warm runner), so the late signal finds nobody.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from codexw.core import process
+from tests.conftest import Env, wait_until
+from tests.faults.helpers import alive, wait_running
+
+
+def test_late_kill_of_an_ended_job_never_stops_the_next_job_of_its_slot(cx: Env) -> None:
+    config = Path(cx.env["CODEXW_CONFIG_DIR"]) / "config.toml"
+    config.write_text(config.read_text() + "max_parallel = 1\n")
+    first_gate, second_gate = cx.tmp / "gate1", cx.tmp / "gate2"
+    cx.launch(f"first\n@fake wait-for {first_gate}")
+    cx.launch(f"second\n@fake wait-for {second_gate}")
+    first = wait_running(cx, 1)
+    pid = first["runner_pid"]
+    # What `codexw kill 1` read before job 1 ended: the runner and its start time.
+    start = process.create_time(pid)
+    first_gate.touch()
+    second = wait_running(cx, 2)
+    assert second["runner_pid"] != pid, "jobs 1 and 2 share a process: a kill of 1 reaches 2"
+    # The kill's signal lands now, after job 1 ended and job 2 started.
+    process.signal_pid(pid, signal.SIGTERM, start)
+    wait_until(lambda: not alive(pid), what="job 1's runner to be gone")
+    second_gate.touch()
+    assert cx.run("wait", "2").returncode == 0
+    assert cx.job(2)["state"] == "succeeded"
+    assert cx.job(1)["state"] == "succeeded"
+
+
+def test_every_job_of_a_reused_slot_has_its_own_pid_in_status_and_report_name(cx: Env) -> None:
+    proc = cx.run("batch", "-", "-j", "1", "--json", input="one\ntwo\nthree\nfour\n")
+    assert proc.returncode == 0, proc.stderr
+    assert cx.run("wait", "--batch", "1").returncode == 0
+    jobs = [cx.job(i) for i in range(1, 5)]
+    pids = [j["runner_pid"] for j in jobs]
+    assert len(set(pids)) == 4, pids
+    for job in jobs:
+        name = Path(job["report_path"]).name
+        assert f"_{job['runner_pid']}_codex_task.md" in name, name
