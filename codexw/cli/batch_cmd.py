@@ -79,13 +79,13 @@ def batch(
         if as_json:
             render.emit_json("batch", submitted.to_dict())
         else:
-            sys.stdout.write(
+            render.write(
                 f"batch {bid}: {len(submitted.job_ids)} jobs queued, at most "
                 f"{submitted.max_parallel} at once\n{_follow_hint(bid)}\n"
             )
         return
     if not as_json:
-        sys.stdout.write(
+        render.write(
             f"batch {bid}: {len(submitted.job_ids)} jobs, at most {submitted.max_parallel} at once\n"
         )
         sys.stdout.flush()
@@ -113,10 +113,12 @@ def _follow_hint(bid: int) -> str:
 
 
 def _finished_line(job: Job) -> str:
+    """One line, cleaned: the reason may quote codex, the task is the user's text."""
     reason = f": {job.reason}" if job.reason and job.state != JobState.SUCCEEDED else ""
     attempt = f" (attempt {job.attempt})" if job.attempt > 1 else ""
-    return (f"job {job.id}{attempt} {job.state.value} after {format_duration(job.duration)}"
-            f"{reason} — {render.task_head(job.spec.task, 60)}")
+    return render.clean(
+        f"job {job.id}{attempt} {job.state.value} after {format_duration(job.duration)}"
+        f"{reason} — {render.task_head(job.spec.task, 60)}", oneline=True)
 
 
 def _watch(bid: int, quiet: bool):  # type: ignore[no-untyped-def]
@@ -137,10 +139,10 @@ def _watch_plain(snapshots, quiet: bool):  # type: ignore[no-untyped-def]
                 continue
             if job.state.is_active and job.id not in seen_running:
                 seen_running.add(job.id)
-                sys.stdout.write(f"job {job.id} started — {render.task_head(job.spec.task, 60)}\n")
+                render.write(f"job {job.id} started — {render.task_head(job.spec.task, 60)}\n")
             if job.state.is_final and job.id not in seen_final:
                 seen_final.add(job.id)
-                sys.stdout.write(_finished_line(job) + "\n")
+                render.write(_finished_line(job) + "\n")
         sys.stdout.flush()
     return snap
 
@@ -164,9 +166,11 @@ def _watch_rich(snapshots):  # type: ignore[no-untyped-def]
         table = Table(box=None, show_header=False, pad_edge=False)
         for job in snap.jobs:
             if job.state.is_active:
-                table.add_row(
-                    f"[blue]job {job.id}[/]", format_duration(job.duration),
-                    render.task_head(job.spec.task, 40), job.last_action or "starting",
+                table.add_row(  # Text cells: codex's last action is never markup
+                    render.rich_text(f"job {job.id}", "blue"),
+                    render.rich_text(format_duration(job.duration)),
+                    render.rich_text(render.task_head(job.spec.task, 40)),
+                    render.rich_text(job.last_action or "starting"),
                 )
         return table
 
@@ -176,7 +180,8 @@ def _watch_rich(snapshots):  # type: ignore[no-untyped-def]
                 if job.state.is_final and job.id not in seen_final:
                     seen_final.add(job.id)
                     style = render.STATE_STYLE[job.state]
-                    live.console.print(f"[{style}]{_finished_line(job)}[/]", markup=True, highlight=False)
+                    live.console.print(render.rich_text(_finished_line(job), style),
+                                       highlight=False)
             done = snap.succeeded + snap.failed
             eta = ""
             if 0 < done < len(snap.jobs):
@@ -204,10 +209,11 @@ def _summary(snap) -> None:  # type: ignore[no-untyped-def]
     ]
     failed = [j for j in snap.jobs if j.state.is_final and j.state != JobState.SUCCEEDED]
     for job in failed:
-        lines.append(f"  {job.state.value} job {job.id}: {job.reason or '-'}\n    {job.report_path or '-'}")
+        lines.append(f"  {job.state.value} job {job.id}: {render.clean(job.reason or '-', oneline=True)}"
+                     f"\n    {render.clean(job.report_path or '-', oneline=True)}")
     if failed:
         lines.append(f"re-run them: codexw retry --failed --batch {snap.batch_id}")
-    sys.stdout.write("\n".join(lines) + "\n")
+    render.write("\n".join(lines) + "\n")
 
 
 def retry(
@@ -228,6 +234,6 @@ def retry(
         render.emit_json("retry", {"jobs": [d.to_dict() for d in done]})
         return
     if not done:
-        sys.stdout.write("nothing to retry\n")
+        render.write("nothing to retry\n")
     for d in done:
-        sys.stdout.write(f"job {d.old_id} → new attempt job {d.new_id}\n")
+        render.write(f"job {d.old_id} → new attempt job {d.new_id}\n")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from codexw.cli import render
@@ -111,7 +109,7 @@ def _print(result) -> None:  # type: ignore[no-untyped-def]
         f"{_size(result.bytes_before)} → {_size(result.bytes_after)},"
         f" {would}free {_size(result.freed)}"
     )
-    sys.stdout.write("\n".join(out) + "\n")
+    render.write("\n".join(out) + "\n")  # paths are names the project chose
     for problem in result.errors:
         render.error(problem)
 

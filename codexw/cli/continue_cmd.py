@@ -55,9 +55,10 @@ def continue_(
     if not as_json:
         pid = job.runner_pid if job.runner_pid else "-"
         state = "" if job.runner_pid else f" ({job.state.value}: waiting for a free slot)"
-        sys.stdout.write(
+        render.write(  # the thread id came from codex
             f"job {job.id}  pid {pid}{state}  continues job {job.spec.resume_of}"
-            f" (thread {job.spec.resume_thread})\nreport {job.report_path}\n"
+            f" (thread {render.clean(job.spec.resume_thread, oneline=True)})\n"
+            f"report {render.clean(job.report_path, oneline=True)}\n"
         )
         sys.stdout.flush()
     if wait:

@@ -72,7 +72,7 @@ def status(
         return
     jobs = fetch()
     if not jobs:
-        sys.stdout.write("no jobs yet: start one with `codexw launch \"TASK\"`\n")
+        render.write("no jobs yet: start one with `codexw launch \"TASK\"`\n")
         return
     _print_table(jobs)
 
@@ -81,16 +81,20 @@ HEADERS = ["ID", "STATE", "LEVEL", "TYPE", "TIME", "PID", "TASK", "REPORT"]
 
 
 def _rows(jobs: list[Job]) -> list[list[str]]:
+    """Table cells, each through the sanitiser (one line each)."""
     return [
         [
-            str(j.id),
-            render.state_text(j),
-            j.spec.level,
-            j.spec.type,
-            render.age_or_duration(j),
-            str(j.runner_pid or "-"),
-            render.task_head(j.spec.task),
-            _short_path(j.report_path),
+            render.clean(cell, oneline=True)
+            for cell in (
+                str(j.id),
+                render.state_text(j),
+                j.spec.level,
+                j.spec.type,
+                render.age_or_duration(j),
+                str(j.runner_pid or "-"),
+                render.task_head(j.spec.task),
+                _short_path(j.report_path),
+            )
         ]
         for j in jobs
     ]
@@ -110,8 +114,10 @@ def _rich_table(jobs: list[Job]):  # type: ignore[no-untyped-def]
     for header in HEADERS:
         table.add_column(header, no_wrap=header != "TASK", overflow="ellipsis")
     for job, row in zip(jobs, _rows(jobs), strict=True):
-        row[1] = f"[{render.STATE_STYLE[job.state]}]{row[1]}[/]"
-        table.add_row(*row)
+        # Text cells: a task such as "[bold red]x" is shown, not read as markup.
+        cells = [render.rich_text(cell) for cell in row]
+        cells[1].stylize(render.STATE_STYLE[job.state])
+        table.add_row(*cells)
     return table
 
 
@@ -119,7 +125,7 @@ def _print_table(jobs: list[Job]) -> None:
     if render.is_tty():
         render.console().print(_rich_table(jobs))
     else:
-        sys.stdout.write(render.plain_table(HEADERS, _rows(jobs)) + "\n")
+        render.write(render.plain_table(HEADERS, _rows(jobs)) + "\n")
 
 
 def _watch(fetch) -> None:  # type: ignore[no-untyped-def]
@@ -173,15 +179,17 @@ def _print_detail(detail) -> None:  # type: ignore[no-untyped-def]
     if detail.chain:
         lines.append(("conversation", " → ".join(f"{c.id} {c.state.value}" for c in detail.chain)))
     width = max(len(k) for k, _ in lines)
-    out = [f"{k.rjust(width)}  {v}" for k, v in lines]
+    # Every value may quote codex (reason, last action, thread id) or the task: one line each.
+    out = [f"{k.rjust(width)}  {render.clean(v, oneline=True)}" for k, v in lines]
     if detail.processes:
         out.append("")
         out.append(render.plain_table(
             ["PID", "ROLE", "CPU%", "RSS", "COMMAND"],
-            [[str(p.pid), p.role, f"{p.cpu_percent:.0f}", f"{p.rss // (1 << 20)}M", p.cmdline[:60]]
+            [[str(p.pid), p.role, f"{p.cpu_percent:.0f}", f"{p.rss // (1 << 20)}M",
+              render.clean(p.cmdline, oneline=True)[:60]]
              for p in detail.processes],
         ))
-    sys.stdout.write("\n".join(out) + "\n")
+    render.write("\n".join(out) + "\n")
 
 
 def _ts(value: float | None) -> str:
@@ -197,7 +205,7 @@ def _stats(job_id, state, batch, watch, all_projects, job_type, as_json) -> None
     if as_json:
         render.emit_json("status", {"stats": result.to_dict()})
     else:
-        sys.stdout.write(_stats_text(result))
+        render.write(_stats_text(result))
 
 
 def _stats_text(st) -> str:  # type: ignore[no-untyped-def]
@@ -277,10 +285,11 @@ def wait(
         if quiet or as_json:
             return
         via = f" (attempt {job.attempt}, job {job.id})" if job.id != asked else ""
-        reason = f": {job.reason}" if job.reason and job.state != JobState.SUCCEEDED else ""
-        sys.stdout.write(
+        reason = f": {render.clean(job.reason, oneline=True)}" if (
+            job.reason and job.state != JobState.SUCCEEDED) else ""
+        render.write(
             f"job {asked}{via} {job.state.value} after {format_duration(job.duration)}{reason}\n"
-            f"  report {job.report_path or '-'}\n"
+            f"  report {render.clean(job.report_path or '-', oneline=True)}\n"
         )
         sys.stdout.flush()
 
@@ -326,17 +335,21 @@ def logs(
         for entry in entries:
             if as_json:
                 sys.stdout.write(json.dumps({"version": render.JSON_VERSION, **entry.to_dict()}) + "\n")
-            elif raw:
-                sys.stdout.write(entry.text + "\n")
+            elif raw:  # byte for byte, as codex wrote it (it may not even be UTF-8)
+                sys.stdout.flush()
+                sys.stdout.buffer.write(entry.data if entry.data is not None
+                                        else entry.text.encode("utf-8", "surrogateescape"))
+                sys.stdout.buffer.write(b"\n")
             else:
                 text = entry.text
                 if entry.kind == "command":
                     text = f"{text}  → exit {entry.exit_code}"
-                line = f"{ICON.get(entry.kind, '')} {text}".strip()
+                # Messages keep their lines; every control character is made visible.
+                line = render.clean(f"{ICON.get(entry.kind, '')} {text}".strip())
                 if con is not None:
                     style = {"error": "red", "warning": "yellow", "command": "cyan",
                              "message": "bold", "usage": "dim", "info": "dim"}.get(entry.kind, "")
-                    con.print(line, style=style, markup=False)
+                    con.print(render.rich_text(line, style, oneline=False))
                 else:
                     sys.stdout.write(line + "\n")
             sys.stdout.flush()
@@ -364,4 +377,4 @@ def kill(
         render.emit_json("kill", {"jobs": [r.to_dict() for r in results]})
         return
     for r in results:
-        sys.stdout.write(f"job {r.job_id}: {r.before} → {r.after} ({r.note})\n")
+        render.write(f"job {r.job_id}: {r.before} → {r.after} ({render.clean(r.note, oneline=True)})\n")

@@ -137,7 +137,8 @@ def launch(
     if not as_json:
         pid = job.runner_pid if job.runner_pid else "-"
         state = "" if job.runner_pid else f" ({job.state.value}: waiting for a free slot)"
-        sys.stdout.write(f"job {job.id}  pid {pid}{state}\nreport {job.report_path}\n")
+        render.write(f"job {job.id}  pid {pid}{state}\n"
+                     f"report {render.clean(job.report_path, oneline=True)}\n")
         sys.stdout.flush()
     if wait:
         from codexw.cli.jobs_cmd import wait as wait_cmd

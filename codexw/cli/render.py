@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -34,24 +35,64 @@ def is_tty() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
 
+# -- the one sanitiser ---------------------------------------------------------------
+# Text that came from codex (messages, commands, thread ids, reasons) or from a task
+# (the task itself, paths, names) is shown, never obeyed: an ESC could write the
+# clipboard (OSC 52), retitle the window (OSC 0) or clear the screen, a C1 control
+# (U+009B is CSI) does the same on some terminals, a bidi override (U+202E) makes the
+# text read differently from what it is, and a lone surrogate (undecodable bytes in a
+# path) would make the write itself fail. Each such character is printed as a visible
+# escape, the way Python writes it: ESC as \x1b, U+009B as \x9b, U+202E as \u202e,
+# CR as \r. Newline and tab are kept (in a one-line field they too become \n, \t).
+# --raw and --json bypass this: raw bytes as they are, JSON with its own escapes.
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}\ud800-\udfff]")
+_UNSAFE_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _visible(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def clean(text: object, oneline: bool = False) -> str:
+    """`text` with every control character shown visibly (see above)."""
+    return (_UNSAFE_LINE if oneline else _UNSAFE).sub(_visible, str(text))
+
+
+def write(text: str) -> None:
+    """Human-readable output: through the sanitiser, whatever it quotes."""
+    sys.stdout.write(clean(text))
+
+
+def rich_text(text: object, style: str = "", oneline: bool = True) -> Any:
+    """A rich Text: cleaned, and never read as markup (`[bold red]`) or emoji (`:x:`)."""
+    from rich.text import Text
+
+    return Text(clean(text, oneline=oneline), style=style)
+
+
 def console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    # No markup or emoji codes in strings: untrusted text is passed as rich_text().
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, markup=False, emoji=False)
 
 
 def emit_json(command: str, payload: dict[str, Any]) -> None:
-    """One versioned object with stable keys."""
+    """One versioned object with stable keys (json escapes control characters itself)."""
     data = {"version": JSON_VERSION, "command": command, **payload}
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def error(message: str) -> None:
-    sys.stderr.write(f"codexw: {message}\n")
+    sys.stderr.write(f"codexw: {clean(message, oneline=True)}\n")
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"codexw: warning: {message}\n")
+    sys.stderr.write(f"codexw: warning: {clean(message, oneline=True)}\n")
 
 
 def age_or_duration(job: Job) -> str:
@@ -61,7 +102,8 @@ def age_or_duration(job: Job) -> str:
 
 
 def task_head(task: str, width: int = 50) -> str:
-    line = " ".join(task.split())
+    """The start of a task on one line, cleaned (runs of whitespace become one space)."""
+    line = clean(" ".join(task.split()), oneline=True)
     return line if len(line) <= width else line[: width - 1] + "…"
 
 

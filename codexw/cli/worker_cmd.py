@@ -39,10 +39,10 @@ def worker(
     if as_json:
         render.emit_json("worker", plan.to_dict())
     else:
-        sys.stderr.write(
+        sys.stderr.write(render.clean(  # codex's login status line is quoted
             f"codexw worker {plan.name}: queue {plan.queue}, concurrency {plan.concurrency},"
             f" codex {plan.codex_bin} ({plan.login}), workspace {plan.workspace or '(job dirs)'}\n"
-        )
+        ))
     sys.stdout.flush()
     sys.stderr.flush()
     run(plan)
