@@ -30,11 +30,16 @@ def kill_jobs(job_ids: list[int], batch_id: int | None = None) -> list[KillResul
     store = open_store()
     if batch_id is not None:
         store.get_batch(batch_id)
+    for job_id in job_ids:
+        store.get_job(job_id)  # an unknown id is an error before anything is stopped
     results: dict[int, KillResult] = {}
-    for _ in range(5):  # a batch can grow while we work (a retry queued by a failure)
+    for _ in range(5):  # a batch or a chain can grow while we work (a retry queued by a failure)
         ids = list(job_ids)
         if batch_id is not None:
             ids += store.batch_job_ids(batch_id)
+        # A job asked for by id stands for its whole chain of attempts, as in `wait`:
+        # a failed job whose retry is queued or running is stopped there.
+        ids += [store.latest_attempt(i) for i in job_ids]
         jobs = [store.get_job(i) for i in dict.fromkeys(ids)]
         todo = [j for j in jobs if not j.state.is_final]
         # Cancel queued ones first so that stopping running ones frees no slot for them.
@@ -47,7 +52,7 @@ def kill_jobs(job_ids: list[int], batch_id: int | None = None) -> list[KillResul
         for job in jobs:
             results.setdefault(job.id, KillResult(job.id, job.state.value, job.state.value,
                                                   "already ended"))
-        if batch_id is None or not todo:
+        if not todo:
             break
     fill_slots(store)  # slots freed here go to other queued work, as with any ending
     return sorted(results.values(), key=lambda r: r.job_id)
