@@ -96,7 +96,7 @@ def is_transient(message: str | None) -> bool:
 MAX_TOKENS = 10**12
 MAX_COMMANDS = 500  # the last ones are kept, the rest counted
 MAX_FILES = 2000  # the first ones are kept, the rest counted
-MAX_MESSAGES = 10  # the last ones (the report uses the final one)
+MAX_MESSAGES = 5  # the last ones (the report uses the final one)
 MAX_WARNINGS = 50  # the first ones, then a count
 MAX_MESSAGE_CHARS = 1 << 20
 MAX_COMMAND_CHARS = 8192
