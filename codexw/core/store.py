@@ -121,13 +121,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN path_env TEXT;
     """,
-]
     # 5: a random key per attempt (a runner proves the job is its own, beyond the id) and
     # the name of the file holding the launching command's environment (core.envfile).
     """
     ALTER TABLE jobs ADD COLUMN job_key TEXT;
     ALTER TABLE jobs ADD COLUMN env_key TEXT;
     """,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _ACTIVE = tuple(s.value for s in ACTIVE_STATES)
@@ -223,8 +223,8 @@ def _row_to_job(row: sqlite3.Row, deps: tuple[int, ...] = ()) -> Job:
         broker_url=row["broker_url"],
         queue=row["queue"],
         path_env=row["path_env"],
-    )
         env_key=row["env_key"],
+    )
     return Job(
         id=row["id"],
         spec=spec,
@@ -251,8 +251,8 @@ def _row_to_job(row: sqlite3.Row, deps: tuple[int, ...] = ()) -> Job:
         kill_requested=bool(row["kill_requested"]),
         host=row["host"],
         celery_task_id=row["celery_task_id"],
-    )
         job_key=row["job_key"],
+    )
 
 
 class Store:
@@ -260,8 +260,8 @@ class Store:
         self.conn = conn
         self._in_txn = False
         self._dirty = False
-
         self._after_commit: list[Callable[[], None]] = []
+
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
@@ -324,11 +324,11 @@ class Store:
         if self._in_txn:
             yield self
             return
-        try:
         # Waiters are woken only by a commit that changed rows: a transaction that
         # found nothing to do woke every `wait` and `status --watch`, each of which
         # then read in a transaction of its own and woke the others (100% CPU idle).
         changes_before = self.conn.total_changes
+        try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
             raise _store_error(paths.db_path(), exc) from None
@@ -349,7 +349,6 @@ class Store:
             callbacks, self._after_commit = self._after_commit, []
         if notify_waiters and self.conn.total_changes != changes_before:
             notify.broadcast()
-
         for callback in callbacks:  # only reached after a successful COMMIT
             callback()
 
@@ -528,8 +527,8 @@ class Store:
         thread_id: str | None,
         job_key: str | None = None,
     ) -> None:
-        self._exec(
         key_sql, key_params = _key_filter(job_key)
+        self._exec(
             "UPDATE jobs SET last_action = ?, thread_id = COALESCE(?, thread_id),"
             + ", ".join(f"{k} = ?" for k in TOKEN_KEYS)
             + " WHERE id = ?" + key_sql,
@@ -552,8 +551,8 @@ class Store:
         last_action: str | None = None,
         only_runner_pid: int | None = None,
         expect_state: JobState | None = None,
-    ) -> bool:
         job_key: str | None = None,
+    ) -> bool:
         """Move an active or queued job to a final state, once. False if already final,
         or (with `expect_state`/`only_runner_pid`) if it is no longer what the caller saw:
         a job read as queued that a runner has started meanwhile must not be cancelled."""
@@ -908,33 +907,6 @@ class Store:
         newest = self._exec(f"{cols}{where} ORDER BY id DESC LIMIT 1", params).fetchone()
         return oldest, newest
 
-    def next_due(self, after: float) -> float | None:
-        """When the next queued job's backoff runs out, if later than `after`.
-
-        Jobs already due are not reported: they start when a slot frees, and
-        reporting them would make callers spin."""
-        row = self._exec(
-            "SELECT MIN(not_before) AS t FROM jobs WHERE state = 'queued' AND not_before > ?",
-            (after,),
-        ).fetchone()
-        return row["t"]
-
-
-def _rank(q: float, n: int) -> int:
-    """Nearest-rank index of quantile `q` among `n` sorted values."""
-    return min(n - 1, max(0, math.ceil(q * n) - 1))
-
-
-def _where(extra: str | None = None, **equal: Any) -> tuple[str, list[Any]]:
-    """` WHERE col = ? AND …` for the filters that are set (None means any)."""
-    where = [f"{column} = ?" for column, value in equal.items() if value is not None]
-    params = [value for value in equal.values() if value is not None]
-    if extra:
-        where.append(extra)
-    return (" WHERE " + " AND ".join(where) if where else ""), params
-
-
-def _stats_where(
     def owns(self, job_id: int, job_key: str | None) -> bool:
         """Whether the registry's job `job_id` is the attempt with this key (a registry
         made anew, or another state dir, reuses ids)."""
@@ -952,6 +924,42 @@ def _stats_where(
         ).fetchone()
         return row is not None
 
+    def next_due(self, after: float) -> float | None:
+        """When the next queued job's backoff runs out, if later than `after`.
+
+        Jobs already due are not reported: they start when a slot frees, and
+        reporting them would make callers spin."""
+        row = self._exec(
+            "SELECT MIN(not_before) AS t FROM jobs WHERE state = 'queued' AND not_before > ?",
+            (after,),
+        ).fetchone()
+        return row["t"]
+
+
+def _key_filter(job_key: str | None) -> tuple[str, list[Any]]:
+    """Restrict a write to the attempt with this key (None: the id alone decides)."""
+    return (" AND job_key = ?", [job_key]) if job_key is not None else ("", [])
+
+
+def _id_order(value: Any) -> tuple[int, Any]:
+    return (0, value) if type(value) is int else (1, repr(value))
+
+
+def _rank(q: float, n: int) -> int:
+    """Nearest-rank index of quantile `q` among `n` sorted values."""
+    return min(n - 1, max(0, math.ceil(q * n) - 1))
+
+
+def _where(extra: str | None = None, **equal: Any) -> tuple[str, list[Any]]:
+    """` WHERE col = ? AND …` for the filters that are set (None means any)."""
+    where = [f"{column} = ?" for column, value in equal.items() if value is not None]
+    params = [value for value in equal.values() if value is not None]
+    if extra:
+        where.append(extra)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+def _stats_where(
     project: str | None, job_type: str | None, extra: str | None = None, level: str | None = None
 ) -> tuple[str, list[Any]]:
     return _where(extra, project=project, level=level, type=job_type)
@@ -964,15 +972,6 @@ def _store_error(path: os.PathLike[str] | str, exc: sqlite3.DatabaseError) -> St
             f"the registry {path} is corrupt ({text})",
             f"move it aside (mv {path} {path}.corrupt) and codexw starts a new one;"
             " reports under .codexw/ are untouched",
-def _key_filter(job_key: str | None) -> tuple[str, list[Any]]:
-    """Restrict a write to the attempt with this key (None: the id alone decides)."""
-    return (" AND job_key = ?", [job_key]) if job_key is not None else ("", [])
-
-
-def _id_order(value: Any) -> tuple[int, Any]:
-    return (0, value) if type(value) is int else (1, repr(value))
-
-
         )
     if "readonly" in text or "unable to open" in text:
         return StoreError(
