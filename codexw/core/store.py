@@ -193,68 +193,6 @@ def _spec_values(spec: JobSpec) -> list[Any]:
     return values
 
 
-def _row_to_job(row: sqlite3.Row, deps: tuple[int, ...] = ()) -> Job:
-    spec = JobSpec(
-        task=row["task"],
-        level=row["level"],
-        type=row["type"],
-        cwd=row["cwd"],
-        project=row["project"],
-        codex_bin=row["codex_bin"],
-        sandbox=row["sandbox"],
-        model=row["model"],
-        timeout=row["timeout"],
-        kill_grace=row["kill_grace"],
-        retries=row["retries"],
-        retry_timeouts=bool(row["retry_timeouts"]),
-        backoff_base=row["backoff_base"],
-        backoff_max=row["backoff_max"],
-        priority=row["priority"],
-        batch_id=row["batch_id"],
-        name=row["name"],
-        after=deps,
-        global_limit=row["global_limit"],
-        codex_args=tuple(json.loads(row["codex_args"])),
-        codex_home=row["codex_home"],
-        template=row["template"],
-        resume_thread=row["resume_thread"],
-        resume_of=row["resume_of"],
-        backend=row["backend"],
-        broker_url=row["broker_url"],
-        queue=row["queue"],
-        path_env=row["path_env"],
-        env_key=row["env_key"],
-    )
-    return Job(
-        id=row["id"],
-        spec=spec,
-        state=JobState(row["state"]),
-        attempt=row["attempt"],
-        retry_of=row["retry_of"],
-        queued_at=row["queued_at"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        not_before=row["not_before"],
-        claimed_by_pid=row["claimed_by_pid"],
-        claimed_by_start=row["claimed_by_start"],
-        runner_pid=row["runner_pid"],
-        runner_start=row["runner_start"],
-        codex_pgid=row["codex_pgid"],
-        exit_code=row["exit_code"],
-        reason=row["reason"],
-        retryable=bool(row["retryable"]),
-        tokens={k: row[k] for k in TOKEN_KEYS},
-        thread_id=row["thread_id"],
-        report_path=row["report_path"],
-        log_path=row["log_path"],
-        last_action=row["last_action"],
-        kill_requested=bool(row["kill_requested"]),
-        host=row["host"],
-        celery_task_id=row["celery_task_id"],
-        job_key=row["job_key"],
-    )
-
-
 class Store:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
