@@ -38,12 +38,12 @@ def reap_children() -> None:
             _children.remove(child)
 
 
-# The runner module per backend: a remote job's runner stands in for it on this machine.
 def forget_children() -> None:
     """In a forked process: the runners spawned before the fork are not its children."""
     _children.clear()
 
 
+# The runner module per backend: a remote job's runner stands in for it on this machine.
 RUNNER_MODULES = {"local": "codexw.runner", "celery": "codexw.backends.remote"}
 
 
