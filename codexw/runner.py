@@ -502,8 +502,16 @@ def run_one(store: Store, job_id: int, wake_r: int) -> None:
     if _stop_signal is not None or runner.job.kill_requested:
         ending = runner.kill_ending()
     else:
-        problem = runner.start_codex()
-        ending = Ending(JobState.FAILED, problem) if problem else runner.run(wake_r)
+        try:
+            problem = runner.start_codex()
+            ending = Ending(JobState.FAILED, problem) if problem else runner.run(wake_r)
+        except (OSError, CodexwError) as exc:
+            # Unforeseen trouble of this machine (its traceback could be lost on a full
+            # disk): the job fails with the reason, it does not vanish into `lost`.
+            if runner.codex is not None and process.group_exists(runner.codex.pid):
+                process.terminate_group(runner.codex.pid, runner.job.spec.kill_grace,
+                                        reap=[runner.codex])
+            ending = Ending(JobState.FAILED, f"the runner failed: {exc}")
     runner.finish(ending)
 
 
