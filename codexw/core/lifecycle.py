@@ -97,18 +97,13 @@ def queue_with_report(
 def write_final_report(job: Job, summary: RunSummary | None) -> tuple[Path | None, str | None]:
     """Render and write the final report, remove the TEMP one.
 
-    Returns (path, problem). A template that fails falls back to the plain live
-    format so that the outcome is never lost; a report that cannot be written at
+    Returns (path, problem). A template that fails (an error, or past the bounds of
+    reports.render_final) falls back to the built-in template, then to the plain live
+    format, so that the outcome is never lost; a report that cannot be written at
     all returns (None, why) and the caller records why.
     """
     temp = reports.temp_report_path(job)
-    problem = None
-    try:
-        template = reports.template_for(job.spec.type, _templates_dir(job))
-        text = reports.render_final(template, job, summary)
-    except CodexwError as exc:
-        problem = f"report template failed: {exc.message}"
-        text = reports.render_temp(job, summary, state=job.state.value) + f"\n\n> {problem}\n"
+    text, problem = _render_report(job, summary)
     try:
         final = reports.atomic_create(temp.with_name(reports.final_report_name(job)), text)
     except OSError as exc:
@@ -122,6 +117,25 @@ def write_final_report(job: Job, summary: RunSummary | None) -> tuple[Path | Non
     except OSError as exc:
         problem = (problem + "; " if problem else "") + f"TEMP report not removed: {exc.strerror}"
     return final, problem
+
+
+def _render_report(job: Job, summary: RunSummary | None) -> tuple[str, str | None]:
+    """The final report's text, and what went wrong with the job's own template."""
+    template: Path | None = None
+    try:
+        template = reports.template_for(job.spec.type, _templates_dir(job))
+        return reports.render_final(template, job, summary), None
+    except CodexwError as exc:
+        problem = f"report template failed: {exc.message}"
+    try:
+        builtin = reports.template_for(job.spec.type, None)
+        if builtin != template:
+            text = reports.render_final(builtin, job, summary)
+            return text + f"\n\n> {problem}; the built-in template was used\n", problem
+    except CodexwError:
+        pass
+    text = reports.render_temp(job, summary, state=job.state.value) + f"\n\n> {problem}\n"
+    return text, problem
 
 
 def _report_elsewhere(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -265,23 +266,111 @@ def _environment(directory: Path) -> Any:
 
 
 def warm(template: Path) -> None:
-    """Import Jinja2 and compile `template` ahead of the render (errors surface there)."""
-    try:
-        _environment(template.parent).get_template(template.name)
-    except Exception:  # noqa: BLE001 - render_final reports it properly
-        pass
+    """Import Jinja2 and build the template folder's environment ahead of the render.
+
+    Not the compile: Jinja2 folds constant expressions while compiling
+    (`{{ 'x' * 10**10 }}`, `{{ 'x'|center(10**10) }}`), so compiling is the template's
+    code running too, and happens only in render_final's bounded child."""
+    _environment(template.parent)
+
+
+# A report template is user code: it compiles and renders in a forked child, bounded in
+# time, size and memory, so a runaway loop can neither hang a launch nor keep a finished
+# job `running` (the outcome is recorded anyway, with the built-in template).
+RENDER_TIMEOUT_S = 5.0
+RENDER_MAX_BYTES = 4 << 20
+RENDER_MAX_MEMORY = 512 << 20  # address space the child may add to what it inherits
 
 
 def render_final(template: Path, job: Job, summary: RunSummary | None) -> str:
+    context = template_context(job, summary)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: render, send status byte + text, never return
+        os.close(read_fd)
+        code = 0
+        try:
+            _limit_memory()
+            try:
+                data = b"0" + _render(template, context).encode("utf-8", "surrogateescape")
+            except TemplateError as exc:
+                data = b"1" + str(exc).encode("utf-8", "replace")
+            with os.fdopen(write_fd, "wb") as out:
+                out.write(data[: RENDER_MAX_BYTES + 2])
+        except BaseException:  # noqa: BLE001 - a broken pipe, MemoryError: the parent says why
+            code = 1
+        os._exit(code)
+    os.close(write_fd)
+    try:
+        data, why = _read_bounded(read_fd, time.monotonic() + RENDER_TIMEOUT_S)
+    finally:
+        os.close(read_fd)
+        _kill_and_reap(pid)  # done or past a bound: either way it is over
+    if why is None and data[:1] == b"0":
+        return data[1:].decode("utf-8", "surrogateescape")
+    if why is None and data[:1] == b"1":
+        raise TemplateError(data[1:].decode("utf-8", "replace"))
+    raise TemplateError(
+        f"report template {template}: {why or 'rendering failed (out of memory?)'}",
+        "fix the template; variables: job.*, TASK_DESCRIPTION, START_TIME, REASONING_LEVEL",
+    )
+
+
+def _render(template: Path, context: dict[str, Any]) -> str:
     import jinja2
 
     try:
         env = _environment(template.parent)
-        return env.get_template(template.name).render(template_context(job, summary))
+        return str(env.get_template(template.name).render(context))
     except (jinja2.TemplateError, UnicodeDecodeError) as exc:
         raise _template_error(template, exc) from None
     except Exception as exc:  # evaluating a template can raise anything: {{ 1/0 }}, recursion
         raise _template_error(template, exc, f"{type(exc).__name__}: ") from None
+
+
+def _limit_memory() -> None:
+    try:
+        import resource
+
+        with open("/proc/self/statm") as fh:
+            used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        limit = used + RENDER_MAX_MEMORY
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (OSError, ValueError, ImportError):  # no /proc: time and size still bound it
+        pass
+
+
+def _read_bounded(fd: int, deadline: float) -> tuple[bytes, str | None]:
+    """Everything the child writes, or why not: too slow, too big."""
+    import select
+
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return b"", f"did not finish within {RENDER_TIMEOUT_S:g} s"
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(parts), None
+        parts.append(chunk)
+        size += len(chunk)
+        if size > RENDER_MAX_BYTES + 1:
+            return b"", f"wrote more than {RENDER_MAX_BYTES >> 20} MiB"
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _template_error(template: Path, exc: Exception, kind: str = "") -> TemplateError:
