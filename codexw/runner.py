@@ -74,6 +74,7 @@ class Runner:
         self.warmed = False
         self.ended_elsewhere = False
         self.dirty = False
+        self.log_path: Path | None = None
 
     # -- start -------------------------------------------------------------------------
 
@@ -150,7 +151,14 @@ class Runner:
         return env
 
     def log_file(self) -> Path:
-        return lifecycle.log_path(self.job.id)
+        """`<id>.jsonl`; if that name is taken (by a job of an earlier registry with the
+        same id), `<id>.<key>.jsonl`: a job's log is never shared. Chosen once."""
+        if self.log_path is None:
+            path = lifecycle.log_path(self.job.id)
+            if self.job.job_key and os.path.lexists(path):
+                path = path.with_name(f"{self.job.id}.{self.job.job_key}.jsonl")
+            self.log_path = path
+        return self.log_path
 
     def on_started(self, log: Path) -> None:
         assert self.codex is not None
