@@ -200,13 +200,13 @@ class RunSummary:
             message = err.get("message") if isinstance(err, dict) else err
             if message is not None and not isinstance(message, str):
                 self._odd("turn.failed", "error message", message)
-            self.error = _text(message, MAX_ERROR_CHARS) or self.error
+            self.error = bounded_text(message, MAX_ERROR_CHARS) or self.error
             self.last_action = _short(f"failed: {self.error}")
         elif kind == "error":
             message = event.get("message")
             if message is not None and not isinstance(message, str):
                 self._odd("error", "message", message)
-            self.error = _text(message, MAX_ERROR_CHARS) or "codex reported an error"
+            self.error = bounded_text(message, MAX_ERROR_CHARS) or "codex reported an error"
             self.last_action = _short(f"error: {self.error}")
         elif kind in ("item.started", "item.updated", "item.completed"):
             item = event.get("item")
@@ -237,7 +237,7 @@ class RunSummary:
 
     def _feed_item(self, item: dict[str, Any], completed: bool) -> None:
         item_type = item.get("type")
-        item_id = _text(item.get("id"), 200) if isinstance(item.get("id"), (str, int)) else None
+        item_id = bounded_text(item.get("id"), 200) if isinstance(item.get("id"), (str, int)) else None
         item_id = item_id or f"#{self.events}"
         if item_type == "command_execution":
             run = self.commands.get(item_id)
@@ -252,13 +252,13 @@ class RunSummary:
                 command = " ".join(command)
             elif command is not None and not isinstance(command, str):
                 self._odd("command_execution", "command", command)
-            run.command = _text(command, MAX_COMMAND_CHARS) or run.command
+            run.command = bounded_text(command, MAX_COMMAND_CHARS) or run.command
             exit_code = item.get("exit_code")
             if type(exit_code) is int and -(2**31) <= exit_code < 2**31:
                 run.exit_code = exit_code
             elif exit_code is not None:
                 self._odd("command_execution", "exit_code", exit_code)
-            run.status = _text(item.get("status"), 32) or run.status
+            run.status = bounded_text(item.get("status"), 32) or run.status
             if completed:
                 self.last_action = f"ran `{_short(run.command)}` → exit {run.exit_code}"
             else:
@@ -276,12 +276,12 @@ class RunSummary:
                 if not isinstance(path, str) or not path:
                     self._odd("file_change", "change", change)
                     continue
-                path = _text(path, MAX_PATH_CHARS) or ""
+                path = bounded_text(path, MAX_PATH_CHARS) or ""
                 if path not in self.files and len(self.files) >= MAX_FILES:
                     self._count("files", f"more files changed (the first {MAX_FILES} are listed)")
                     continue
                 kind = change.get("kind")
-                self.files[path] = (_text(kind, 32) if isinstance(kind, str) else None) or "update"
+                self.files[path] = (bounded_text(kind, 32) if isinstance(kind, str) else None) or "update"
                 paths.append(path)
             if completed and paths:
                 self.last_action = _short("changed " + ", ".join(paths[-3:]))
@@ -293,24 +293,24 @@ class RunSummary:
                 if len(text) > MAX_MESSAGE_CHARS:
                     self.warn(f"an agent message of {len(text)} characters was cut to"
                               f" {MAX_MESSAGE_CHARS}")
-                self.messages.append(_text(text, MAX_MESSAGE_CHARS) or "")
+                self.messages.append(bounded_text(text, MAX_MESSAGE_CHARS) or "")
                 if len(self.messages) > MAX_MESSAGES:
                     del self.messages[0]
                 self.last_action = "said: " + _short(self.messages[-1])
         elif item_type == "error" and completed:
             # An error *item* is a warning (e.g. missing model metadata), not a failure.
-            self.warn(_text(item.get("message"), MAX_WARNING_CHARS) or "")
+            self.warn(bounded_text(item.get("message"), MAX_WARNING_CHARS) or "")
         elif item_type == "reasoning" and completed:
             self.last_action = "thinking"
         elif completed and item_type:
-            self.last_action = _short(str(_text(item_type, 80)).replace("_", " "))
+            self.last_action = _short(str(bounded_text(item_type, 80)).replace("_", " "))
 
     # -- warnings, bounded -------------------------------------------------------------
 
     def warn(self, text: str) -> None:
         """Note something in the report: the first MAX_WARNINGS, then a count."""
         if len(self.warnings) - len(self._notes) < MAX_WARNINGS:
-            self.warnings.append(_text(text, MAX_WARNING_CHARS) or "")
+            self.warnings.append(bounded_text(text, MAX_WARNING_CHARS) or "")
         else:
             self._count("warnings", "more warnings not shown (see the event log)")
 
@@ -324,14 +324,14 @@ class RunSummary:
         self.warnings[at] = f"{n + 1} {what}"
 
     def _odd(self, event: str, name: str, value: object) -> None:
-        shown = _text(value, 60) if isinstance(value, str) else type(value).__name__
+        shown = bounded_text(value, 60) if isinstance(value, str) else type(value).__name__
         if type(value) is int:
             shown = f"int of {value.bit_length()} bits" if value.bit_length() > 62 else str(value)
         self.warn(f"codex event line {self.lines}: {event} with an unusable {name} ({shown});"
                   " ignored")
 
 
-def _text(value: object, limit: int) -> str | None:
+def bounded_text(value: object, limit: int) -> str | None:
     """`value` as a bounded string SQLite and a UTF-8 file accept, or None."""
     if value is None:
         return None

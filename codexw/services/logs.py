@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import gzip
-import json
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from codexw.core import lifecycle
+from codexw.core.codex import bounded_text
 from codexw.core.errors import NotFoundError
+from codexw.core.events import READ_SIZE, LineSplitter, Skipped, parse_event
 from codexw.core.models import Job
 from codexw.core.notify import Listener
 from codexw.core.store import Store
 from codexw.services.common import open_store
+
+TEXT_LIMIT = 1 << 20  # characters of one entry's text (an agent message, a command)
 
 
 @dataclass
@@ -29,45 +33,62 @@ class LogEntry:
         return {"kind": self.kind, "text": self.text, "exit_code": self.exit_code}
 
 
+def _str(value: object) -> str:
+    return bounded_text(value, TEXT_LIMIT) or ""
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def describe(event: dict[str, Any]) -> LogEntry | None:
-    """One event → one readable entry (None for events not worth a line)."""
+    """One event → one readable entry (None for events not worth a line).
+
+    The event is codex's untrusted output: every value is checked for its type."""
     kind = event.get("type")
     if kind == "thread.started":
-        return LogEntry("info", f"session {event.get('thread_id')}")
+        return LogEntry("info", f"session {_str(event.get('thread_id'))}")
     if kind == "turn.completed":
-        u = event.get("usage") or {}
+        u = _dict(event.get("usage"))
         return LogEntry(
             "usage",
-            f"turn done: {u.get('input_tokens', 0)} in, {u.get('output_tokens', 0)} out,"
-            f" {u.get('reasoning_output_tokens', 0)} reasoning tokens",
+            f"turn done: {_str(u.get('input_tokens', 0))} in, {_str(u.get('output_tokens', 0))}"
+            f" out, {_str(u.get('reasoning_output_tokens', 0))} reasoning tokens",
         )
     if kind == "turn.failed":
-        err = event.get("error") or {}
-        return LogEntry("error", f"turn failed: {err.get('message') if isinstance(err, dict) else err}")
+        err = event.get("error")
+        message = _dict(err).get("message") if isinstance(err, dict) else err
+        return LogEntry("error", f"turn failed: {_str(message)}")
     if kind == "error":
-        return LogEntry("error", str(event.get("message")))
+        return LogEntry("error", _str(event.get("message")))
     if kind in ("item.started", "item.completed"):
-        item = event.get("item") or {}
+        item = _dict(event.get("item"))
         item_type = item.get("type")
         done = kind == "item.completed"
         if item_type == "command_execution":
+            code = item.get("exit_code")
+            exit_code = code if type(code) is int and abs(code) < 1 << 31 else None
             if done:
-                return LogEntry("command", str(item.get("command")), item.get("exit_code"))
-            return LogEntry("command_start", str(item.get("command")))
+                return LogEntry("command", _str(item.get("command")), exit_code)
+            return LogEntry("command_start", _str(item.get("command")))
         if not done:
             return None
         if item_type == "agent_message":
-            return LogEntry("message", str(item.get("text", "")))
+            return LogEntry("message", _str(item.get("text", "")))
         if item_type == "file_change":
-            changes = item.get("changes") or []
-            text = ", ".join(f"{c.get('kind', 'update')} {c.get('path')}" for c in changes if isinstance(c, dict))
+            changes = item.get("changes")
+            text = ", ".join(
+                f"{_str(c.get('kind', 'update'))} {_str(c.get('path'))}"
+                for c in (changes if isinstance(changes, list) else [])
+                if isinstance(c, dict)
+            )
             return LogEntry("file", text)
         if item_type == "error":
-            return LogEntry("warning", str(item.get("message")))
+            return LogEntry("warning", _str(item.get("message")))
         if item_type == "reasoning":
-            return LogEntry("reasoning", str(item.get("text", "")).strip())
+            return LogEntry("reasoning", _str(item.get("text", "")).strip())
         if item_type:
-            return LogEntry("info", str(item_type).replace("_", " "))
+            return LogEntry("info", _str(item_type).replace("_", " "))
     return None
 
 
@@ -79,17 +100,23 @@ def _open(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def _parse(line: bytes, raw: bool) -> LogEntry | None:
-    text = line.decode("utf-8", "replace").rstrip("\n")
+def _parse(line: bytes | Skipped, raw: bool) -> LogEntry | None:
+    if isinstance(line, Skipped):
+        return LogEntry("warning", f"a line of {line.size} bytes is not shown (see --raw)")
+    text = line.decode("utf-8", "replace")
     if raw:
-        return LogEntry("raw", text, data=line.rstrip(b"\n"))
-    if not text.strip():
-        return None
-    try:
-        event = json.loads(text)
-    except ValueError:
-        return LogEntry("raw", text)
-    return describe(event) if isinstance(event, dict) else LogEntry("raw", text)
+        return LogEntry("raw", text, data=line)
+    event, why = parse_event(line)
+    if why is not None:
+        return LogEntry("warning", f"a line is not shown: {why} (see --raw)")
+    if event is None:
+        return LogEntry("raw", text) if text.strip() else None
+    return describe(event)
+
+
+def _splitter(raw: bool) -> LineSplitter:
+    # --raw is byte for byte, whatever a line's length; readable output skips huge lines.
+    return LineSplitter(max_line=sys.maxsize) if raw else LineSplitter()
 
 
 def job_log_path(job: Job) -> Path:
@@ -108,54 +135,58 @@ def read_log(job_id: int, raw: bool = False, follow: bool = False) -> tuple[Job,
 
 
 def _read(path: Path, raw: bool) -> Iterator[LogEntry]:
+    splitter = _splitter(raw)
     with _open(path) as fh:
-        for line in fh:
-            entry = _parse(line, raw)
-            if entry is not None:
-                yield entry
+        while chunk := fh.read(READ_SIZE):
+            yield from _entries(splitter.feed(chunk), raw)
+    yield from _entries(splitter.close(), raw)
 
 
-def _read_from(path: Path, position: int) -> tuple[bytes, int]:
-    """What was appended to the log since `position`, and the new position."""
+def _entries(lines: list[bytes | Skipped], raw: bool) -> Iterator[LogEntry]:
+    for line in lines:
+        entry = _parse(line, raw)
+        if entry is not None:
+            yield entry
+
+
+def _read_from(path: Path, position: int, limit: int = 4 << 20) -> tuple[bytes, int]:
+    """Up to `limit` bytes appended to the log since `position`, and the new position."""
     if not (path.exists() or path.with_name(path.name + ".gz").exists()):
         return b"", position
     with _open(path) as fh:  # `cleanup` may have compressed it meanwhile
         fh.seek(position)
-        chunk = fh.read()
+        chunk = fh.read(limit)
         return chunk, fh.tell()
 
 
 def _follow(store: Store, job: Job, path: Path, raw: bool) -> Iterator[LogEntry]:
     """Yield entries as they are written, until the job (with its retries) ends."""
     position = 0
-    pending = b""
+    splitter = _splitter(raw)
     current = job
     with Listener() as listener:
         while True:
             chunk, position = _read_from(path, position)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                entry = _parse(line, raw)
-                if entry is not None:
-                    yield entry
+            yield from _entries(splitter.feed(chunk), raw)
+            if chunk:
+                continue  # more may be waiting: read it before looking at the state
             current = store.get_job(current.id)
             if current.state.is_final:
                 # The runner writes its last lines and then records the end: what it
                 # wrote between our read above and this look at the state is in the
                 # file now, and nothing comes after it. Read once more, to the end.
-                chunk, position = _read_from(path, position)
-                *lines, last = (pending + chunk).split(b"\n")
-                for line in [*lines, last] if last else lines:  # a last line without \n too
-                    entry = _parse(line, raw)
-                    if entry is not None:
-                        yield entry
+                while True:
+                    chunk, position = _read_from(path, position)
+                    if not chunk:
+                        break
+                    yield from _entries(splitter.feed(chunk), raw)
+                yield from _entries(splitter.close(), raw)  # a last line without \n too
                 latest = store.latest_attempt(current.id)
                 if latest == current.id:
                     return
                 yield LogEntry("info", f"job {current.id} {current.state.value}; following retry job {latest}")
                 current = store.get_job(latest)
-                path, position, pending = job_log_path(current), 0, b""
+                path, position, splitter = job_log_path(current), 0, _splitter(raw)
                 continue
             # Registry writes wake us; between them, look at the file a few times a second.
             listener.wait(0.25)

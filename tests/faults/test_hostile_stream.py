@@ -74,10 +74,17 @@ def test_hostile_event_lines_are_kept_noted_and_the_job_ends_properly(cx: Env, e
     assert f"nested deeper than {MAX_DEPTH} levels" in report
     assert f"over the {MAX_LINE_BYTES} byte limit" in report
     assert "unusable usage (list)" in report and "unusable thread_id (dict)" in report
-    # Every later command works.
-    for args in (["status"], ["status", str(job_id)], ["status", "--json"], ["status", "--stats"]):
+    # Every later command works, `logs` included: it reads the same hostile lines.
+    for args in (["status"], ["status", str(job_id)], ["status", "--json"], ["status", "--stats"],
+                 ["logs", str(job_id)], ["logs", "--json", str(job_id)],
+                 ["logs", "-f", str(job_id)]):
         proc = cx.run(*args)
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, (args, proc.stderr)
+    shown = cx.run("logs", str(job_id)).stdout
+    assert f"nested deeper than {MAX_DEPTH} levels" in shown and "bytes is not shown" in shown
+    raw_out = subprocess.run([sys.executable, "-m", "codexw", "logs", "--raw", str(job_id)],
+                             cwd=cx.project, env=cx.env, capture_output=True, timeout=120)
+    assert raw_out.returncode == 0 and stream in raw_out.stdout
 
 
 # -- linear time on one huge line: Runner.run in this process, codex a writer process ----
