@@ -524,15 +524,16 @@ def run_one(store: Store, job_id: int, wake_r: int) -> None:
 
 
 def linger(store: Store) -> None:
-    """Start retries whose backoff runs out soon, since no daemon will."""
+    """Start retries whose backoff runs out soon, since no daemon will. The registry is
+    read again every few seconds: a retry cancelled meanwhile ends the wait."""
     give_up = time.time() + LINGER_LIMIT
     while _stop_signal is None:
         due = store.next_due(time.time())
         if due is None or due > give_up:
             return
-        while _stop_signal is None and time.time() < due:
-            time.sleep(min(due - time.time(), 5.0))
-        scheduler.fill_slots(store)
+        time.sleep(min(max(0.0, due - time.time()), 5.0))
+        if time.time() >= due:
+            scheduler.fill_slots(store)
 
 
 if __name__ == "__main__":

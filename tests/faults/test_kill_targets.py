@@ -48,3 +48,17 @@ def test_every_job_of_a_reused_slot_has_its_own_pid_in_status_and_report_name(cx
     for job in jobs:
         name = Path(job["report_path"]).name
         assert f"_{job['runner_pid']}_codex_task.md" in name, name
+
+
+def test_a_runner_waiting_to_start_a_retry_leaves_once_the_retry_is_cancelled(cx: Env) -> None:
+    # A runner lingers to start a retry whose backoff runs out soon (no daemon will);
+    # when that retry is cancelled meanwhile, it has nothing to wait for.
+    env = {"CODEXW_BACKOFF_BASE": "90s", "CODEXW_BACKOFF_MAX": "90s"}
+    cx.ok("launch", "--retries", "1", "@fake fail 500", env=env)
+    wait_until(lambda: cx.job(1)["state"] == "failed", what="the first attempt to fail")
+    runner = cx.job(1)["runner_pid"]
+    assert alive(runner), "the runner should linger for the retry due in 90 s"
+    assert cx.job(2)["state"] == "queued"
+    cx.ok("kill", "2")
+    assert cx.job(2)["state"] == "cancelled"
+    wait_until(lambda: not alive(runner), timeout=30, what="the lingering runner to leave")
