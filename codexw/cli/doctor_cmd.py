@@ -34,10 +34,10 @@ def doctor(
             line = f"{MARK[check.status]}  {check.name.ljust(width)}  {check.detail}"
             if check.hint and check.status != "ok":
                 line += f"  → {check.hint}"
-            if con is not None:
-                con.print(line, style=STYLE[check.status], markup=False)
+            if con is not None:  # what doctor quotes (codex's output, paths) is shown safely
+                con.print(render.rich_text(line, STYLE[check.status], oneline=False))
             else:
-                sys.stdout.write(line + "\n")
+                render.write(line + "\n")
         counts = report.to_dict()["counts"]
         sys.stdout.write(
             f"{counts['ok']} ok, {counts['warn']} warnings, {counts['fail']} failed\n"  # type: ignore[index]

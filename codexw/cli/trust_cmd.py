@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import typer
@@ -35,24 +34,24 @@ def trust(
             render.emit_json("trust", {"trusted": [e.to_dict() for e in entries]})
             return
         if not entries:
-            sys.stdout.write("no project config is trusted\n")
+            render.write("no project config is trusted\n")
         for e in entries:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.trusted_at)) if e.trusted_at else "?"
             note = {"trusted": "", "changed": "  (edited since: ignored)",
                     "missing": "  (file gone)"}.get(e.state, "")
-            sys.stdout.write(f"{e.config}  {when}  {', '.join(e.keys) or '-'}{note}\n")
+            render.write(f"{e.config}  {when}  {', '.join(e.keys) or '-'}{note}\n")
         return
     result = service.trust_project(path)
     if as_json:
         render.emit_json("trust", result.to_dict())
         return
     again = " again" if result.was == "changed" else ""
-    sys.stdout.write(f"trusted{again} {result.config}\n")
+    render.write(f"trusted{again} {result.config}\n")
     if not result.active:
-        sys.stdout.write("it sets no key that needs trust\n")
+        render.write("it sets no key that needs trust\n")
     for key, value in result.active.items():
         # repr(): a value from a repository is shown escaped, never sent raw to the terminal
-        sys.stdout.write(f"  active: {key} = {value!r}\n")
+        render.write(f"  active: {key} = {value!r}\n")
 
 
 def untrust(
@@ -69,8 +68,8 @@ def untrust(
         render.emit_json("untrust", result.to_dict())
         return
     if not result.removed:
-        sys.stdout.write(f"{result.config} was not trusted\n")
+        render.write(f"{result.config} was not trusted\n")
         return
-    sys.stdout.write(f"untrusted {result.config}\n")
+    render.write(f"untrusted {result.config}\n")
     if result.ignored:
-        sys.stdout.write(f"  ignored from now on: {', '.join(result.ignored)}\n")
+        render.write(f"  ignored from now on: {', '.join(result.ignored)}\n")

@@ -234,3 +234,19 @@ def test_rich_rendering_on_a_terminal_never_reads_markup_or_passes_escapes(
     cx.launch(f"{MARKUP} first")  # at the start of the task: the table shows 50 characters
     assert cx.run("wait", "3").returncode == 0
     assert f"{MARKUP} first" in _run_in_terminal(cx, "status")
+
+
+def test_doctor_and_trust_show_what_they_quote_with_escapes_made_visible(cx: Env) -> None:
+    # doctor quotes codex's own output (its version); trust quotes a project's values.
+    liar = cx.bin_dir / "codex-liar"
+    liar.write_text(f"#!/bin/sh\nprintf 'codex-cli 0.169.0 {OSC52}{CLEAR}\\n'\n")
+    liar.chmod(0o755)
+    (cx.project / ".codexw").mkdir(exist_ok=True)
+    toml_escaped = OSC0.replace("\x1b", "\\u001b").replace("\x07", "\\u0007")
+    (cx.project / ".codexw" / "config.toml").write_text(f'codex_args = ["-c", "x={toml_escaped}"]\n')
+    doctor = cx.run("doctor", env={"CODEXW_CODEX_BIN": str(liar)})
+    _clean(doctor.stdout + doctor.stderr, "doctor")
+    trust = cx.run("trust")
+    assert trust.returncode == 0, trust.stderr
+    _clean(trust.stdout + trust.stderr, "trust")
+    assert "\\x1b" in trust.stdout
