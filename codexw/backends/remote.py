@@ -310,12 +310,13 @@ def revoke(job: Job) -> None:
 
 def main(argv: list[str]) -> int:
     job_id = int(argv[1])
+    job_key = argv[2] if len(argv) > 2 else None
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, local_runner._on_signal)
     store = Store.open()
     me = os.getpid()
     with store.transaction():
-        adopted = store.adopt(job_id, me, process.create_time(me))
+        adopted = store.adopt(job_id, me, process.create_time(me), job_key)
     if not adopted:
         return 0
     remote = RemoteRun(store, store.get_job(job_id))
