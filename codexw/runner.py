@@ -423,7 +423,7 @@ def main(argv: list[str]) -> int:
         taken = scheduler.fill_slots(store, take_one=True).taken
         if taken is None:
             break
-        forked = _fork_for(store, taken)
+        forked = _fork_for(store, taken, wake_r)
         if forked is None:
             return 0  # this process ran its one job; the child runs the next
         store, wake_r = forked
@@ -432,16 +432,21 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _wakeup_pipe() -> int:
-    """A pipe the signal handler's wake-up writes to, so select() returns at once."""
+def _wakeup_pipe(replaces: int | None = None) -> int:
+    """A pipe the signal handler's wake-up writes to, so select() returns at once. A
+    forked child makes its own and closes the one it inherited (`replaces`, the read end):
+    fds must not pile up over a long batch of forks."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
+    old_w = signal.set_wakeup_fd(wake_w)
+    for fd in (replaces, old_w if replaces is not None else None):
+        if fd is not None and fd >= 0:
+            os.close(fd)
     return wake_r
 
 
-def _fork_for(store: Store, job: Job) -> tuple[Store, int] | None:
+def _fork_for(store: Store, job: Job, wake_r: int) -> tuple[Store, int] | None:
     """Give the claimed `job` a process of its own, forked from this one.
 
     Each job keeps its own PID, so a signal for one job (`codexw kill`, `kill PID`)
@@ -449,7 +454,6 @@ def _fork_for(store: Store, job: Job) -> tuple[Store, int] | None:
     (SQLite connections must not cross a fork) and wake-up pipe once it has adopted the
     job. Here: returns None once the child has adopted it (or died trying); a stop that
     arrived meanwhile was meant for the job that just ended: the claim is given back."""
-    global _stop_signal
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # no flag set between check and fork
     try:
         if _stop_signal is not None:
@@ -468,10 +472,11 @@ def _fork_for(store: Store, job: Job) -> tuple[Store, int] | None:
         select.select([ready_r], [], [], 30.0)
         os.close(ready_r)
         return None
-    _stop_signal = None  # pending signals stay with the parent (fork clears them here)
+    # The child: the stop flag was unset at the fork and signals pending for the parent
+    # are not inherited, so nothing meant for the ended job reaches this one.
     os.close(ready_r)
     scheduler.forget_children()  # the parent's runners are not this process's children
-    wake_r = _wakeup_pipe()
+    wake_r = _wakeup_pipe(replaces=wake_r)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _redirect_output(job.id)
     try:

@@ -8,6 +8,8 @@ process of its own (forked from the warm runner), so the late signal finds nobod
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 from pathlib import Path
 
@@ -62,3 +64,19 @@ def test_a_runner_waiting_to_start_a_retry_leaves_once_the_retry_is_cancelled(cx
     cx.ok("kill", "2")
     assert cx.job(2)["state"] == "cancelled"
     wait_until(lambda: not alive(runner), timeout=30, what="the lingering runner to leave")
+
+
+def test_forked_runners_do_not_pile_up_open_files_over_a_batch(cx: Env) -> None:
+    gates = [cx.tmp / f"gate{i}" for i in range(1, 7)]
+    tasks = "\n".join(json.dumps({"task": f"task {i}\n@fake wait-for {gate}"})
+                      for i, gate in enumerate(gates, 1))
+    proc = cx.run("batch", "-", "--format", "jsonl", "-j", "1", "--detach", input=tasks + "\n")
+    assert proc.returncode == 0, proc.stderr
+    open_files = []
+    for i, gate in enumerate(gates, 1):
+        job = wait_running(cx, i)
+        open_files.append(len(os.listdir(f"/proc/{job['runner_pid']}/fd")))
+        gate.touch()
+    assert cx.run("wait", "--batch", "1").returncode == 0
+    # The first runner was spawned, the others forked one from the next.
+    assert len(set(open_files[1:])) == 1, open_files
