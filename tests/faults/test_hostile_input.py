@@ -202,9 +202,11 @@ def test_symlink_planted_at_a_report_path_is_never_followed(cx: Env) -> None:
     info = cx.launch(f"@fake wait-for {gate}")
     job = wait_running(cx, 1)
     temp = Path(info["report_path"])
-    assert temp.is_file() and not temp.is_symlink()  # replaced, not followed
+    # Never followed: the taken name is left alone, the TEMP report gets one of its own.
+    assert temp.is_file() and not temp.is_symlink() and temp not in planted
+    assert "_TEMP_1." in temp.name
     # ...and, once the runner PID is known, its final name.
-    final_name = temp.name.replace("_TEMP_1_", f"_{job['runner_pid']}_")
+    final_name = f"{temp.name[:15]}_{job['runner_pid']}_codex_task.md"
     final_link = folder / final_name
     final_link.symlink_to(victim)
     gate.touch()
