@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from codexw.core import paths, process
 from codexw.core.lifecycle import Ending, end_without_runner
 from codexw.core.models import Job, JobState
-from codexw.core.rows import Unreadable
+from codexw.core.store.rows import Unreadable
 from codexw.core.store import Store
 
 # Popen objects of runners we spawned; polled so they never linger as zombies.

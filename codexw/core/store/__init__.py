@@ -19,7 +19,7 @@ from typing import Any
 from codexw.core import notify, paths
 from codexw.core.errors import NotFoundError, StoreError
 from codexw.core.models import ACTIVE_STATES, TOKEN_KEYS, Job, JobSpec, JobState
-from codexw.core.rows import Unreadable, read_job, read_state
+from codexw.core.store.rows import Unreadable, read_job, read_state
 
 BUSY_TIMEOUT_S = 60.0
 
