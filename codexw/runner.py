@@ -475,7 +475,7 @@ def _fork_for(store: Store, job: Job, wake_r: int) -> tuple[Store, int] | None:
     # The child: the stop flag was unset at the fork and signals pending for the parent
     # are not inherited, so nothing meant for the ended job reaches this one.
     os.close(ready_r)
-    scheduler.forget_children()  # the parent's runners are not this process's children
+    process.forget_children()  # the parent's runners are not this process's children
     wake_r = _wakeup_pipe(replaces=wake_r)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _redirect_output(job.id)

@@ -8,10 +8,12 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 _LINUX = sys.platform.startswith("linux")
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -241,3 +243,35 @@ def open_pidfd(pid: int, started: float | None) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+# Popen objects of the detached processes this process started; polled so that none
+# lingers as a zombie while this process lives on (a foreground batch, a waiter).
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def spawn_detached(argv: list[str], log: Path, env: dict[str, str]) -> tuple[int, float | None]:
+    """Start `argv` in a new session, stdin /dev/null, output appended to `log`, in /;
+    returns its (PID, start time)."""
+    reap_children()
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        child = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            close_fds=True, cwd="/", env=env,
+        )
+    finally:
+        os.close(out)
+    _children.append(child)
+    return child.pid, create_time(child.pid)
+
+
+def reap_children() -> None:
+    for child in list(_children):
+        if child.poll() is not None:
+            _children.remove(child)
+
+
+def forget_children() -> None:
+    """In a forked process: what the parent spawned are not this process's children."""
+    _children.clear()

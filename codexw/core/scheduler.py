@@ -1,26 +1,23 @@
-"""The daemonless queue: claim free slots, spawn runners, reconcile vanished ones.
+"""The daemonless queue: claim free slots, start jobs, reconcile vanished ones.
 
 A job starts only inside an IMMEDIATE transaction that sees a free slot (its batch
 limit and its global limit), so any number of codexw processes can call
-`fill_slots` at once without exceeding a bound.
+`fill_slots` at once without exceeding a bound. Jobs are started, checked and
+cleaned up through their backend (core.backend), which this module never imports.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 
-from codexw.core import paths, process
+from codexw.core import process
+from codexw.core.backend import Backend, backend_for
 from codexw.core.lifecycle import Ending, end_without_runner
 from codexw.core.models import Job, JobState
 from codexw.core.store.rows import Unreadable
 from codexw.core.store import Store
-
-# Popen objects of runners we spawned; polled so they never linger as zombies.
-_children: list[subprocess.Popen[bytes]] = []
 
 
 @dataclass
@@ -30,50 +27,6 @@ class ReconcileResult:
     started: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     taken: Job | None = None  # a job claimed for the caller's own fork to run (take_one)
-
-
-def reap_children() -> None:
-    for child in list(_children):
-        if child.poll() is not None:
-            _children.remove(child)
-
-
-def forget_children() -> None:
-    """In a forked process: the runners spawned before the fork are not its children."""
-    _children.clear()
-
-
-# The runner module per backend: a remote job's runner stands in for it on this machine.
-RUNNER_MODULES = {"local": "codexw.runner", "celery": "codexw.backends.remote"}
-
-
-def spawn_runner(
-    job_id: int, backend: str = "local", job_key: str | None = None
-) -> tuple[int, float | None]:
-    """Start `python -m codexw.runner JOB KEY` detached: new session, stdin /dev/null."""
-    reap_children()
-    out = os.open(
-        paths.logs_dir() / f"{job_id}.runner.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-    )
-    env = dict(os.environ)
-    env["CODEXW_STATE_DIR"] = str(paths.state_dir().resolve())
-    try:
-        child = subprocess.Popen(
-            # -P: never import codexw from the current directory.
-            [sys.executable, "-P", "-m", RUNNER_MODULES[backend], str(job_id),
-             *([job_key] if job_key else [])],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-            close_fds=True,
-            cwd="/",
-            env=env,
-        )
-    finally:
-        os.close(out)
-    _children.append(child)
-    return child.pid, process.create_time(child.pid)
 
 
 @dataclass
@@ -171,7 +124,7 @@ def fill_slots(
         spawned: list[tuple[int, int, float | None]] = []
         for job in claimed:
             try:
-                pid, start_time = spawn_runner(job.id, job.spec.backend, job.job_key)
+                pid, start_time = backend_for(job.spec.backend).start(job)
             except OSError as exc:
                 job = store.get_job(job.id)
                 end_without_runner(
@@ -206,9 +159,10 @@ def reconcile(store: Store, fill: bool = True) -> ReconcileResult:
                     if store.unclaim(job.id):
                         result.requeued.append(job.id)
             continue
-        if process.is_alive(job.runner_pid, job.runner_start):
+        backend = backend_for(job.spec.backend)
+        if backend.is_alive(job):
             continue
-        kill_leftover_group(job)
+        backend.stop_leftovers(job)
         ending = Ending(
             JobState.LOST,
             f"runner (pid {job.runner_pid}) ended without recording an outcome",
@@ -230,29 +184,18 @@ def _end_unreadable(store: Store, row: Unreadable) -> bool:
     job = row.job
     if process.is_alive(job.runner_pid, job.runner_start):
         return False
-    if job.spec.backend == "local":  # the group is checked by its marker before any signal
+    backend = _known_backend(job)
+    if backend is not None and job.spec.backend == "local":  # the group's marker is checked
         try:
-            kill_leftover_group(job)
+            backend.stop_leftovers(job)
         except OSError:
             pass
     with store.transaction():
         return store.end_unreadable(row, time.time())
 
 
-def kill_leftover_group(job: Job) -> None:
-    """After a runner vanished, nothing of its codex process group may survive.
-
-    The group is signalled only if one of its members still carries this job's
-    marker in its environment: a recorded pgid can have been reused by an unrelated
-    group (long after, or after a reboot), and that one must never be touched.
-    A remote job's codex runs on a worker: its task is flagged killed and revoked."""
-    if job.spec.backend != "local":
-        from codexw.backends.remote import revoke  # imports celery: remote jobs only
-
-        revoke(job)
-        return
-    if not job.codex_pgid or not process.group_exists(job.codex_pgid):
-        return
-    marker = process.job_marker(job.id, str(paths.state_dir().resolve()))
-    if process.group_carries(job.codex_pgid, marker):
-        process.terminate_group(job.codex_pgid, grace=min(job.spec.kill_grace, 5.0))
+def _known_backend(job: Job) -> Backend | None:
+    try:
+        return backend_for(job.spec.backend)
+    except (KeyError, TypeError, ImportError):
+        return None

@@ -12,7 +12,8 @@ from codexw.core.config import load_config
 from codexw.core.errors import UsageError
 from codexw.core.models import Job, JobState
 from codexw.core.notify import Listener
-from codexw.core.scheduler import fill_slots, reap_children, reconcile
+from codexw.core.process import reap_children
+from codexw.core.scheduler import fill_slots, reconcile
 from codexw.core.store import Store
 from codexw.core.validate import check_max_parallel
 from codexw.services.common import open_store

@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass
 
 from codexw.core import process
+from codexw.core.backend import backend_for
 from codexw.core.lifecycle import Ending, end_without_runner
 from codexw.core.models import Job, JobState
 from codexw.core.notify import Listener
-from codexw.core.scheduler import fill_slots, kill_leftover_group
+from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
 from codexw.services.common import open_store
 
@@ -82,7 +83,7 @@ def _stop(store: Store, job: Job) -> KillResult:
     job = store.get_job(job.id)
     if job.state.is_final:
         return KillResult(job.id, "running", job.state.value, "ended meanwhile")
-    kill_leftover_group(job)
+    backend_for(job.spec.backend).stop_leftovers(job)
     process.signal_pid(job.runner_pid or 0, signal.SIGKILL, job.runner_start)
     end_without_runner(store, job, Ending(JobState.KILLED, "killed by `codexw kill` (runner did not respond)"))
     final = store.get_job(job.id)

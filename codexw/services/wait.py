@@ -11,7 +11,8 @@ from codexw.core import process
 from codexw.core.errors import UsageError
 from codexw.core.models import Job, JobState
 from codexw.core.notify import Listener
-from codexw.core.scheduler import reap_children, reconcile
+from codexw.core.process import reap_children
+from codexw.core.scheduler import reconcile
 from codexw.core.store import Store
 from codexw.services.common import open_store
 

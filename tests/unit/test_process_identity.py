@@ -56,7 +56,7 @@ def _running_job(store: Store, project: Path, pid: int, start: float | None) -> 
 def test_reconcile_keeps_a_live_runner_whose_start_time_was_recorded(
     store: Store, runner: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
-    # Every path that records a runner records its start time with it (spawn_runner,
+    # Every path that records a runner records its start time with it (Backend.start,
     # the runner's own adopt), and create_time is None only for a process already gone.
     start = process.create_time(runner.pid)
     assert start is not None
