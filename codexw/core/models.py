@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -27,6 +27,10 @@ class JobState(StrEnum):
     def is_active(self) -> bool:
         return self in ACTIVE_STATES
 
+    @property
+    def is_open(self) -> bool:
+        return self in OPEN_STATES
+
 
 FINAL_STATES = frozenset(
     {
@@ -40,6 +44,27 @@ FINAL_STATES = frozenset(
 )
 # States that occupy a parallel slot.
 ACTIVE_STATES = frozenset({JobState.STARTING, JobState.RUNNING})
+# Not ended yet: the registry may still change the job (queued, or occupying a slot).
+OPEN_STATES = frozenset({JobState.QUEUED}) | ACTIVE_STATES
+
+# Every allowed change of state, as the registry's conditional UPDATEs enforce it (the
+# store builds their `WHERE state IN (...)` from this table). A queued job usually ends
+# `cancelled` (kill, a failed dependency) or `lost` (a row that cannot be read), but a
+# runner records whatever outcome it reached, so any open state may take any ending.
+# STARTING -> QUEUED is a claim given back (`release` by its runner, `unclaim` of a dead
+# claimer). A final state never changes again.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.STARTING}) | FINAL_STATES,
+    JobState.STARTING: frozenset({JobState.QUEUED, JobState.RUNNING}) | FINAL_STATES,
+    JobState.RUNNING: FINAL_STATES,
+    **{state: frozenset() for state in FINAL_STATES},
+}
+
+
+def sources(target: JobState) -> frozenset[JobState]:
+    """The states a job may be in to move to `target`."""
+    return frozenset(state for state, nexts in TRANSITIONS.items() if target in nexts)
+
 
 LEVELS = ("minimal", "low", "medium", "high", "xhigh")
 SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
@@ -141,46 +166,36 @@ class Job:
         return max(0.0, end - self.started_at)
 
     def to_dict(self) -> dict[str, Any]:
-        """Stable, JSON-ready view used by --json and templates."""
-        s = self.spec
-        return {
-            "id": self.id,
+        """Stable, JSON-ready view used by --json and templates (`JOB_JSON_KEYS`)."""
+        computed = {
             "state": self.state.value,
-            "task": s.task,
-            "level": s.level,
-            "type": s.type,
-            "model": s.model,
-            "sandbox": s.sandbox,
-            "cwd": s.cwd,
-            "project": s.project,
-            "timeout": s.timeout,
-            "priority": s.priority,
-            "batch_id": s.batch_id,
-            "name": s.name,
-            "after": list(s.after),
-            "attempt": self.attempt,
-            "max_attempts": s.retries + 1,
-            "retry_of": self.retry_of,
-            "resume_of": s.resume_of,
-            "queued_at": self.queued_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
+            "after": list(self.spec.after),
+            "max_attempts": self.spec.retries + 1,
             "duration": self.duration,
-            "not_before": self.not_before,
-            "runner_pid": self.runner_pid,
-            "codex_pgid": self.codex_pgid,
-            "exit_code": self.exit_code,
-            "reason": self.reason,
             "tokens": dict(self.tokens),
-            "thread_id": self.thread_id,
-            "report_path": self.report_path,
-            "log_path": self.log_path,
-            "last_action": self.last_action,
-            "host": self.host,
-            "backend": s.backend,
-            "queue": s.queue,
-            "celery_task_id": self.celery_task_id,
         }
+        return {
+            key: computed[key] if key in computed
+            else getattr(self.spec if key in _SPEC_FIELD_NAMES else self, key)
+            for key in JOB_JSON_KEYS
+        }
+
+
+# The --json shape of a job, in this order: part of codexw's stable output, so a new
+# field of Job or JobSpec is not shown until it is added here. Each key is a field of
+# Job or of its spec (Job's wins), or one computed in `Job.to_dict`. Spec fields that
+# are machine-specific or may carry secrets (codex_bin, codex_args, codex_home,
+# broker_url, path_env, env_key, ...) are deliberately absent.
+JOB_JSON_KEYS = (
+    "id", "state", "task", "level", "type", "model", "sandbox", "cwd", "project", "timeout",
+    "priority", "batch_id", "name", "after", "attempt", "max_attempts", "retry_of",
+    "resume_of", "queued_at", "started_at", "ended_at", "duration", "not_before",
+    "runner_pid", "codex_pgid", "exit_code", "reason", "tokens", "thread_id", "report_path",
+    "log_path", "last_action", "host", "backend", "queue", "celery_task_id",
+)
+_SPEC_FIELD_NAMES = frozenset(f.name for f in fields(JobSpec)) - frozenset(
+    f.name for f in fields(Job)
+)
 
 
 TOKEN_KEYS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens")
