@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from codexw.core import notify
-from codexw.core import store as store_mod
+from codexw.core import notify, paths
 from codexw.core.errors import StoreError
 from codexw.core.models import JobSpec, JobState
 from codexw.core.store import Store
+from codexw.core.store import connection as store_connection
 from codexw.services.common import open_store
 
 
@@ -54,8 +54,8 @@ def test_only_a_transaction_that_changed_rows_wakes_waiters(
 @pytest.fixture
 def write_locked(store: Store, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Another connection holds the write lock; ours give up after 0.3 s, not 60."""
-    monkeypatch.setattr(store_mod, "BUSY_TIMEOUT_S", 0.3)
-    other = sqlite3.connect(store_mod.paths.db_path(), isolation_level=None)
+    monkeypatch.setattr(store_connection, "BUSY_TIMEOUT_S", 0.3)
+    other = sqlite3.connect(paths.db_path(), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     yield
     other.execute("ROLLBACK")
@@ -96,8 +96,8 @@ def test_nothing_due_takes_no_write_lock_but_a_due_job_does(
 
     # The same queue with the backoff run out: now the write lock is the point.
     store.conn.execute("UPDATE jobs SET not_before = 0 WHERE id = ?", (later,))
-    monkeypatch.setattr(store_mod, "BUSY_TIMEOUT_S", 0.3)
-    other = sqlite3.connect(store_mod.paths.db_path(), isolation_level=None)
+    monkeypatch.setattr(store_connection, "BUSY_TIMEOUT_S", 0.3)
+    other = sqlite3.connect(paths.db_path(), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(StoreError, match="locked"):

@@ -30,8 +30,12 @@ _KINDS: dict[str, tuple[type, bool]] = {
     "bool": (bool, False),
 }
 _INT64_MAX = 2**63 - 1
+# JobSpec fields that are not columns of `jobs` (declared once, here): `after` lives in
+# the job_deps table. Every other field is the column of the same name.
+NOT_COLUMNS = frozenset({"after"})
+SPEC_COLUMNS = tuple(f.name for f in fields(JobSpec) if f.name not in NOT_COLUMNS)
 # Fields that are not plain columns, read by hand below.
-_SPECIAL = {"spec", "state", "tokens", "after", "codex_args"}
+_SPECIAL = {"spec", "state", "tokens", "codex_args"} | NOT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,19 @@ def read_job(row: sqlite3.Row, deps: tuple[Any, ...] = ()) -> Job | Unreadable:
     problem = f"{UNREADABLE}: {'; '.join(problems)}"
     job.reason = problem
     return Unreadable(job, problem, raw_state, row["runner_pid"])
+
+
+def spec_values(spec: JobSpec) -> list[Any]:
+    """The values of `SPEC_COLUMNS` for `spec`: a tuple as a JSON list, a bool as 0/1."""
+    values: list[Any] = []
+    for column in SPEC_COLUMNS:
+        value = getattr(spec, column)
+        if isinstance(value, tuple):
+            value = json.dumps(list(value))
+        elif isinstance(value, bool):
+            value = int(value)
+        values.append(value)
+    return values
 
 
 def read_state(value: Any) -> JobState:
