@@ -16,17 +16,15 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from codexw.core import paths, reports
+from codexw.core import naming, paths, reports
 
 
 def env_dir() -> Path:
-    return paths.state_dir() / "env"
+    return paths.state_dir() / naming.ENV_DIR
 
 
 def env_path(key: str) -> Path:
-    if not key.isalnum():  # keys are ours (hex); anything else never names a path
-        raise ValueError(f"bad environment key {key!r}")
-    return env_dir() / f"{key}.json"
+    return env_dir() / naming.env_file(key)  # ValueError for a key that is not ours
 
 
 def new_key() -> str:

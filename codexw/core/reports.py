@@ -14,29 +14,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codexw.core import paths
+from codexw.core import naming, paths
 from codexw.core.codex import RunSummary
 from codexw.core.durations import format_duration
 from codexw.core.errors import TemplateError
 from codexw.core.models import Job
 
-SUFFIX = "_codex_task.md"
-
-
-# -- names ----------------------------------------------------------------------------
-
-
-def stamp(ts: float) -> str:
-    return time.strftime("%Y%m%d_%H%M%S", time.localtime(ts))
+# -- names (formats and patterns live in naming.py; these take a Job) ------------------
 
 
 def temp_report_path(job: Job) -> Path:
     """Where the job's TEMP report is: the path recorded at queue time (which may carry
-    a suffix, see `new_temp_report_path`), else `<stamp>_TEMP_<id>_codex_task.md`."""
-    if job.report_path and "_TEMP_" in os.path.basename(job.report_path):
+    a key, see `new_temp_report_path`), else `<stamp>_TEMP_<id>_codex_task.md`."""
+    if job.report_path and naming.is_temp_report(os.path.basename(job.report_path)):
         return Path(job.report_path)
     directory = paths.report_dir(job.spec.project, job.spec.type)
-    return directory / f"{stamp(job.queued_at)}_TEMP_{job.id}{SUFFIX}"
+    return directory / naming.temp_report(job.queued_at, job.id)
 
 
 def new_temp_report_path(job: Job) -> Path:
@@ -45,7 +38,7 @@ def new_temp_report_path(job: Job) -> Path:
     the same second: then `<stamp>_TEMP_<id>.<key>_codex_task.md`, never its file."""
     path = temp_report_path(job)
     if job.job_key and os.path.lexists(path) and not carries_key(path, job.job_key):
-        path = path.with_name(path.name.replace(SUFFIX, f".{job.job_key}{SUFFIX}"))
+        path = path.with_name(naming.temp_report(job.queued_at, job.id, job.job_key))
     return path
 
 
@@ -72,8 +65,7 @@ def _nofollow(path: str, flags: int) -> int:
 
 def final_report_name(job: Job) -> str:
     """`<stamp>_<runner PID>_codex_task.md`; a job that never ran has no PID: `J<id>`."""
-    who = str(job.runner_pid) if job.runner_pid else f"J{job.id}"
-    return f"{stamp(job.queued_at)}_{who}{SUFFIX}"
+    return naming.final_report(job.queued_at, job.id, job.runner_pid)
 
 
 def fmt_time(ts: float | None) -> str:
@@ -85,7 +77,7 @@ def fmt_time(ts: float | None) -> str:
 
 def _write_tmp(directory: Path, name: str, text: str, durable: bool = True,
                mode: int = 0o666) -> Path:
-    tmp = directory / f".{name}.{os.urandom(4).hex()}.tmp"
+    tmp = directory / naming.atomic_tmp(name, os.urandom(4).hex())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
@@ -137,7 +129,7 @@ def atomic_create(path: Path, text: str) -> Path:
                 os.link(tmp, candidate)
                 break
             except FileExistsError:
-                candidate = path.with_name(path.name.replace(SUFFIX, f"_{n}{SUFFIX}"))
+                candidate = path.with_name(naming.numbered(path.name, n))
         else:  # pragma: no cover
             raise OSError(errno.EEXIST, "too many reports with this name", str(path))
     finally:

@@ -23,7 +23,8 @@ from typing import IO
 from codexw.core import archive, paths, process
 from codexw.core.archive import Dir
 from codexw.core.models import TYPE_NAME_RE
-from codexw.core.reports import SUFFIX, stamp
+from codexw.core.naming import REPORT_SUFFIX as SUFFIX
+from codexw.core.naming import stamp
 from codexw.core.store import JobFiles, Store
 from codexw.services.cleanup import (
     ARCHIVE,
