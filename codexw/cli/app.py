@@ -22,22 +22,68 @@ work (registry or disk), 2 usage or config error, 124 wait timed out,
 130 interrupted.
 """
 
-# name: (module in codexw.cli, function). The order is the order of `codexw --help`.
+# name: (module in codexw.cli, function, one-line summary for `codexw -h`). The order is
+# the order of `codexw --help`. The summary is given, not cut from the docstring: click
+# cuts at 45 characters, mid-sentence.
 COMMANDS = {
-    "launch": ("launch_cmd", "launch"),
-    "status": ("jobs_cmd", "status"),
-    "wait": ("jobs_cmd", "wait"),
-    "logs": ("jobs_cmd", "logs"),
-    "kill": ("jobs_cmd", "kill"),
-    "batch": ("batch_cmd", "batch"),
-    "retry": ("batch_cmd", "retry"),
-    "continue": ("continue_cmd", "continue_"),
-    "doctor": ("doctor_cmd", "doctor"),
-    "trust": ("trust_cmd", "trust"),
-    "untrust": ("trust_cmd", "untrust"),
-    "cleanup": ("cleanup_cmd", "cleanup"),
-    "worker": ("worker_cmd", "worker"),
+    "launch": ("launch_cmd", "launch", "Start a codex agent as a background job."),
+    "status": ("jobs_cmd", "status", "List jobs, or show one in detail."),
+    "wait": ("jobs_cmd", "wait", "Block until jobs end; exit 0 if all succeeded."),
+    "logs": ("jobs_cmd", "logs", "Show what a job's agent did (-f to follow)."),
+    "kill": ("jobs_cmd", "kill", "Stop jobs and their whole process tree."),
+    "batch": ("batch_cmd", "batch", "Run many tasks, at most N at once."),
+    "retry": ("batch_cmd", "retry", "Re-run ended jobs as new attempts."),
+    "continue": ("continue_cmd", "continue_", "Follow up in a job's codex conversation."),
+    "doctor": ("doctor_cmd", "doctor", "Check that jobs can run here."),
+    "trust": ("trust_cmd", "trust", "Let this project's config set trusted keys."),
+    "untrust": ("trust_cmd", "untrust", "Stop trusting this project's config."),
+    "cleanup": ("cleanup_cmd", "cleanup", "Archive old reports, compress logs (cron-safe)."),
+    "worker": ("worker_cmd", "worker", "Run Celery jobs from a queue (codexw[celery])."),
 }
+
+# Shown at the end of each command's help. "\b" keeps click from rewrapping the lines.
+EXAMPLES = {
+    "launch": """codexw launch "fix the flaky test in tests/test_io.py"
+codexw launch high research "survey retry libraries for asyncio"
+codexw launch --sandbox read-only -f task.md --timeout 30m
+echo "summarise README.md" | codexw launch --wait""",
+    "status": """codexw status                 # the latest 10 jobs of this project
+codexw status 42              # job 42 in detail
+codexw status --all --state failed
+codexw status --all-projects --latest 20
+codexw status --stats""",
+    "wait": """codexw wait                   # every open job of this project
+codexw wait 42 43 --timeout 30m
+codexw wait --batch 7 --quiet && echo all succeeded""",
+    "logs": """codexw logs 42
+codexw logs 42 -f             # follow until the job (and its retries) end
+codexw logs 42 --raw | jq .   # codex's own JSON events""",
+    "kill": """codexw kill 42 43
+codexw kill --batch 7""",
+    "batch": """codexw batch tasks.txt --max-parallel 4 --level high
+codexw batch tasks.jsonl -j 2 --retries 2 --detach
+cat tasks.txt | codexw batch - -j 3""",
+    "retry": """codexw retry 42
+codexw retry --failed --batch 7""",
+    "continue": """codexw continue 42 "now add tests"
+codexw continue 42 -f follow-up.md --wait""",
+    "doctor": """codexw doctor
+codexw doctor --json | jq '.checks[] | select(.status != "ok")'""",
+    "trust": """codexw trust                  # after reviewing .codexw/config.toml
+codexw trust --list""",
+    "untrust": """codexw untrust
+codexw untrust ~/src/other-project""",
+    "cleanup": """codexw cleanup --dry-run      # what would happen (default age: 7 days)
+codexw cleanup --age 14d --keep 50
+17 3 * * *  codexw cleanup --all-projects --age 14 --quiet   # crontab""",
+    "worker": """codexw worker --broker redis://HOST:6379/0 --concurrency 2
+codexw worker --broker redis://HOST:6379/0 --workspace /srv/checkout""",
+}
+
+
+def _epilog(name: str) -> str:
+    lines = "\n".join(f"  {line}" for line in EXAMPLES[name].splitlines())
+    return f"\b\nExamples:\n{lines}\n"
 
 
 def _version(value: bool) -> None:
@@ -61,15 +107,19 @@ def build_app(only: str | None = None) -> typer.Typer:
     app = typer.Typer(
         help=HELP,
         no_args_is_help=True,
-        add_completion=False,
+        # --install-completion / --show-completion (bash, zsh, fish): the shell asks with
+        # no command in argv, so main() builds the whole app for it.
+        add_completion=True,
         pretty_exceptions_enable=False,
         rich_markup_mode=None,  # help text is plain: '[default: low]' must not be read as markup
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(root)
-    for name, (module, function) in COMMANDS.items():
+    for name, (module, function, summary) in COMMANDS.items():
         if only is None or name == only:
-            app.command(name)(getattr(import_module(f"codexw.cli.{module}"), function))
+            app.command(name, short_help=summary, epilog=_epilog(name))(
+                getattr(import_module(f"codexw.cli.{module}"), function)
+            )
     return app
 
 
@@ -96,12 +146,25 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+# Commands where free text is an argument: only there can an unknown option be a task.
+TAKES_TEXT = {"launch", "continue"}
+
+
 def _usage_line(exc: Exception) -> str:
     """A parser error as one line with where to look."""
     message = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
     ctx = getattr(exc, "ctx", None)
     hint = f"see `{ctx.command_path} -h`" if ctx is not None else "see `codexw -h`"
     option = getattr(exc, "option_name", None)
+    command = ctx.info_name if ctx is not None else None
     if option and option.startswith("-") and "No such option" in message:
-        hint += "; a task that starts with '-' goes after `--`"
+        import difflib
+
+        # click's own "(Possible options: …)" would nest brackets; name the closest one.
+        message = f"no such option: {option}"
+        close = difflib.get_close_matches(option, getattr(exc, "possibilities", None) or [], n=1)
+        if close:
+            message += f"; did you mean {close[0]}?"
+        if command in TAKES_TEXT:
+            hint += "; a task that starts with '-' goes after `--`"
     return f"{message[:1].lower()}{message[1:]} ({hint})"

@@ -27,21 +27,21 @@ def _on_hangup(_signum: int, _frame: object) -> None:
 
 def batch(
     source: str = typer.Argument(..., metavar="FILE", help="Tasks: text (one per line), .jsonl or .toml; '-' reads stdin."),
-    max_parallel: int = typer.Option(None, "--max-parallel", "-j", help="At most N jobs of this batch run at once. [default: config max_parallel, else 4]"),
-    level: str = typer.Option(None, "--level", "-l", help="Default level for tasks that set none."),
-    job_type: str = typer.Option(None, "--type", "-t", help="Default type for tasks that set none."),
-    model: str = typer.Option(None, "--model", "-m", help="Default model."),
-    sandbox: str = typer.Option(None, "--sandbox", "-s", help="Sandbox for every task."),
-    cd: str = typer.Option(None, "--cd", "-C", help="Working directory for every task."),
-    timeout: str = typer.Option(None, "--timeout", help="Default timeout per task: 90s, 20m, 2h."),
-    retries: int = typer.Option(None, "--retries", "-r", help="Retry transient failures up to N times."),
-    retry_timeouts: bool = typer.Option(None, "--retry-timeouts/--no-retry-timeouts", help="Also retry timeouts."),
-    fmt: str = typer.Option(None, "--format", help="text, jsonl or toml. [default: from the file name]"),
+    max_parallel: int = typer.Option(None, "--max-parallel", "-j", metavar="N", help="At most N jobs of this batch run at once. [default: config max_parallel, else 4]"),
+    level: str = typer.Option(None, "--level", "-l", metavar="LEVEL", help="Level for tasks that set none. [default: low]"),
+    job_type: str = typer.Option(None, "--type", "-t", metavar="TYPE", help="Type for tasks that set none. [default: workers]"),
+    model: str = typer.Option(None, "--model", "-m", metavar="MODEL", help="Model for tasks that set none. [default: codex's own]"),
+    sandbox: str = typer.Option(None, "--sandbox", "-s", metavar="SANDBOX", help="Sandbox for every task. [default: workspace-write]"),
+    cd: str = typer.Option(None, "--cd", "-C", metavar="DIR", help="Working directory for every task. [default: the current directory]"),
+    timeout: str = typer.Option(None, "--timeout", metavar="DURATION", help="Timeout for tasks that set none: 90s, 20m, 2h. [default: none]"),
+    retries: int = typer.Option(None, "--retries", "-r", metavar="N", help="Retry transient failures up to N times. [default: 0, or retries in the config]"),
+    retry_timeouts: bool = typer.Option(None, "--retry-timeouts/--no-retry-timeouts", help="Also retry timeouts. [default: no]"),
+    fmt: str = typer.Option(None, "--format", metavar="FORMAT", help="text, jsonl or toml. [default: from the file name]"),
     halt_on_failure: bool = typer.Option(False, "--halt-on-failure", help="Start no new job after the first failure."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Queue the batch and return at once."),
-    backend: str = typer.Option(None, "--backend", help="local or celery: where the jobs run. (default: CODEXW_BACKEND, backend, else local)"),
-    broker: str = typer.Option(None, "--broker", help="Broker URL for --backend celery. (default: CODEXW_BROKER_URL or broker_url)"),
-    queue: str = typer.Option(None, "--queue", help="Celery queue. (default: CODEXW_QUEUE, queue, else codex)"),
+    backend: str = typer.Option(None, "--backend", metavar="BACKEND", help="local or celery: where the jobs run. [default: CODEXW_BACKEND, backend, else local]"),
+    broker: str = typer.Option(None, "--broker", metavar="URL", help="Broker URL for --backend celery. [default: CODEXW_BROKER_URL or broker_url]"),
+    queue: str = typer.Option(None, "--queue", metavar="QUEUE", help="Celery queue. [default: CODEXW_QUEUE, queue, else codex]"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (at the end, or at once with --detach)."),
 ) -> None:
     """Run many tasks with at most N at once; validated whole before anything is queued.
@@ -80,13 +80,13 @@ def batch(
             render.emit_json("batch", submitted.to_dict())
         else:
             render.write(
-                f"batch {bid}: {len(submitted.job_ids)} jobs queued, at most "
+                f"batch {bid}: {render.plural(len(submitted.job_ids), 'job')} queued, at most "
                 f"{submitted.max_parallel} at once\n{_follow_hint(bid)}\n"
             )
         return
     if not as_json:
         render.write(
-            f"batch {bid}: {len(submitted.job_ids)} jobs, at most {submitted.max_parallel} at once\n"
+            f"batch {bid}: {render.plural(len(submitted.job_ids), 'job')}, at most {submitted.max_parallel} at once\n"
         )
         sys.stdout.flush()
     previous = signal.signal(signal.SIGHUP, _on_hangup)
@@ -108,8 +108,9 @@ def batch(
 
 
 def _follow_hint(bid: int) -> str:
-    return (f"follow: codexw wait --batch {bid} | codexw status --batch {bid} |"
-            f" stop: codexw kill --batch {bid}")
+    # Commands in backquotes, separated by commas: a bare '|' reads as a shell pipe.
+    return (f"follow: `codexw wait --batch {bid}`, `codexw status --batch {bid}`;"
+            f" stop: `codexw kill --batch {bid}`")
 
 
 def _finished_line(job: Job) -> str:
@@ -217,8 +218,8 @@ def _summary(snap) -> None:  # type: ignore[no-untyped-def]
 
 
 def retry(
-    job_ids: list[int] = typer.Argument(None, metavar="[ID]...", **render.ID),
-    batch: int = typer.Option(None, "--batch", "-b", help="Jobs of this batch.", **render.ID),
+    job_ids: list[int] = typer.Argument(None, metavar="[ID]...", help="Ended jobs to run again (each from its latest attempt).", **render.ID),
+    batch: int = typer.Option(None, "--batch", "-b", metavar="ID", help="Jobs of this batch.", **render.ID),
     failed: bool = typer.Option(False, "--failed", help="Only failed, timed-out, lost or cancelled jobs (with --batch)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -226,9 +227,9 @@ def retry(
     from codexw.services.retry import retry_jobs
 
     if not job_ids and batch is None:
-        raise UsageError("nothing to retry", "give job ids, or --failed --batch N")
+        raise UsageError("nothing to retry", "give job ids, or --failed --batch ID")
     if failed and batch is None:
-        raise UsageError("--failed needs --batch N")
+        raise UsageError("--failed needs --batch ID")
     done = retry_jobs(list(job_ids or []), batch, failed_only=failed)
     if as_json:
         render.emit_json("retry", {"jobs": [d.to_dict() for d in done]})

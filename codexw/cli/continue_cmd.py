@@ -7,18 +7,19 @@ import sys
 import typer
 
 from codexw.cli import render
-from codexw.cli.launch_cmd import read_task_file
+from codexw.cli.launch_cmd import read_task_file, show_launched
 from codexw.core.errors import UsageError
 
 
 def continue_(
     job_id: int = typer.Argument(..., metavar="ID", help="The job whose conversation goes on.", **render.ID),
-    task: str = typer.Argument(None, metavar="[FOLLOW-UP]", help="What to tell the agent next."),
-    file: str = typer.Option(None, "--file", "-f", help="Read the follow-up from FILE ('-' for stdin)."),
-    level: str = typer.Option(None, "--level", "-l", help="Reasoning effort. [default: the job's]"),
-    model: str = typer.Option(None, "--model", "-m", help="Model. [default: the job's]"),
-    timeout: str = typer.Option(None, "--timeout", help="Stop the follow-up after this long."),
-    retries: int = typer.Option(None, "--retries", "-r", help="Retry transient failures up to N times."),
+    task: str = typer.Argument(None, metavar="[FOLLOW-UP]", help="What to tell the agent next."
+                               " Without it or -f, read from stdin when it is not a terminal."),
+    file: str = typer.Option(None, "--file", "-f", metavar="FILE", help="Read the follow-up from FILE ('-' for stdin)."),
+    level: str = typer.Option(None, "--level", "-l", metavar="LEVEL", help="Reasoning effort. [default: the job's]"),
+    model: str = typer.Option(None, "--model", "-m", metavar="MODEL", help="Model. [default: the job's]"),
+    timeout: str = typer.Option(None, "--timeout", metavar="DURATION", help="Stop the follow-up after this long. [default: the job's]"),
+    retries: int = typer.Option(None, "--retries", "-r", metavar="N", help="Retry transient failures up to N times. [default: the job's]"),
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the follow-up to end."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
@@ -48,20 +49,9 @@ def continue_(
     for warning in result.warnings:
         render.warn(warning)
     job = result.job
-    if as_json and not wait:
-        render.emit_json("continue", {**result.to_dict(), "resume_of": job.spec.resume_of,
-                                      "thread_id": job.spec.resume_thread})
-        return
-    if not as_json:
-        pid = job.runner_pid if job.runner_pid else "-"
-        state = "" if job.runner_pid else f" ({job.state.value}: waiting for a free slot)"
-        render.write(  # the thread id came from codex
-            f"job {job.id}  pid {pid}{state}  continues job {job.spec.resume_of}"
-            f" (thread {render.clean(job.spec.resume_thread, oneline=True)})\n"
-            f"report {render.clean(job.report_path, oneline=True)}\n"
-        )
-        sys.stdout.flush()
-    if wait:
-        from codexw.cli.jobs_cmd import wait as wait_cmd
-
-        wait_cmd(job_ids=[job.id], batch=None, timeout=None, as_json=as_json, quiet=False)
+    show_launched(  # the thread id came from codex
+        result, as_json=as_json, wait=wait, command="continue",
+        extra=f"  continues job {job.spec.resume_of}"
+              f" (thread {render.clean(job.spec.resume_thread, oneline=True)})",
+        extra_json={"resume_of": job.spec.resume_of, "thread_id": job.spec.resume_thread},
+    )

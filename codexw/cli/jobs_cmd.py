@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import typer
 
 from codexw.cli import render
 from codexw.core.durations import format_duration, parse_duration
-from codexw.core.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_WAIT_TIMEOUT, UsageError
+from codexw.core.errors import EXIT_INTERRUPTED, UsageError
 from codexw.core.models import Job, JobState
 
 STATES = ", ".join(s.value for s in JobState)
+
+if TYPE_CHECKING:
+    from codexw.services import status as svc_status
 
 
 # -- status -------------------------------------------------------------------------------
 
 
 def status(
-    job_id: int = typer.Argument(None, metavar="[ID]", help="Show one job in detail.", **render.ID),
-    latest: int = typer.Option(10, "--latest", "-n", help="How many of the newest jobs to list.", **render.ID),
+    job_id: int = typer.Argument(None, metavar="[ID]", help="Show this one job in detail.", **render.ID),
+    latest: int = typer.Option(None, "--latest", "-n", metavar="N", help="How many of the newest jobs to list. [default: 10]", **render.ID),
     show_all: bool = typer.Option(False, "--all", "-a", help="List every job, not just the newest."),
     all_projects: bool = typer.Option(False, "--all-projects", help="Jobs of every project, not just this one."),
-    job_type: str = typer.Option(None, "--type", "-t", help="Only jobs of this type."),
-    state: str = typer.Option(None, "--state", help=f"Only jobs in this state ({STATES})."),
+    job_type: str = typer.Option(None, "--type", "-t", metavar="TYPE", help="Only jobs of this type."),
+    state: str = typer.Option(None, "--state", metavar="STATE", help=f"Only jobs in this state ({STATES})."),
     workers: bool = typer.Option(False, "--workers", help="Shortcut for --type workers."),
     research: bool = typer.Option(False, "--research", help="Shortcut for --type research."),
-    batch: int = typer.Option(None, "--batch", "-b", help="Only jobs of this batch.", **render.ID),
+    batch: int = typer.Option(None, "--batch", "-b", metavar="ID", help="Only jobs of this batch.", **render.ID),
     watch: bool = typer.Option(False, "--watch", help="Keep the table live until Ctrl-C."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     stats: bool = typer.Option(
@@ -45,59 +50,111 @@ def status(
         job_type = "workers" if workers else "research"
     if state is not None and state not in {s.value for s in JobState}:
         raise UsageError(f"unknown state {state!r}", f"use one of {STATES}")
-    if latest < 1:
-        raise UsageError("--latest must be at least 1")
     if stats:
-        _stats(job_id, state, batch, watch, all_projects, job_type, as_json)
+        _stats(job_id, state, batch, watch, all_projects, job_type, as_json, latest, show_all)
         return
     if job_id is not None:
+        # One job: every list option would be silently ignored, so each is refused.
+        given = _given(latest=latest is not None, all=show_all, all_projects=all_projects,
+                       type=job_type is not None, state=state is not None,
+                       batch=batch is not None, watch=watch)
+        if given:
+            raise UsageError(f"status ID shows one job: {given} lists jobs",
+                             "drop the ID to list, or the options to see the job")
         detail = svc.job_detail(job_id)
         if as_json:
             render.emit_json("status", {"job": detail.to_dict()})
         else:
             _print_detail(detail)
         return
+    if latest is not None and show_all:
+        raise UsageError("--latest and --all exclude each other", "--all lists every job")
+    if watch and as_json:
+        raise UsageError("--watch is for people and --json for scripts: pick one",
+                         "a script can run `codexw status --json` when `codexw wait` returns")
 
     def fetch() -> list[Job]:
         return svc.list_jobs(
             all_projects=all_projects, job_type=job_type, state=state, batch_id=batch,
-            limit=None if show_all else latest,
+            limit=None if show_all else latest or 10,
         )
 
-    if as_json:
-        render.emit_json("status", {"jobs": [j.to_dict() for j in fetch()]})
-        return
-    if watch:
-        _watch(fetch)
-        return
     jobs = fetch()
-    if not jobs:
-        render.write("no jobs yet: start one with `codexw launch \"TASK\"`\n")
+    if as_json:
+        render.emit_json("status", {"jobs": [j.to_dict() for j in jobs]})
         return
-    _print_table(jobs)
+    many = all_projects  # jobs of several projects: each row says which
+    if watch:
+        _watch(fetch, many)
+        return
+    if not jobs:
+        render.write(_empty_text(svc.explain_empty(
+            all_projects=all_projects, job_type=job_type, state=state, batch_id=batch)) + "\n")
+        return
+    _print_table(jobs, many)
+
+
+def _given(**flags: bool) -> str:
+    """'--all and --type' for the flags that are set."""
+    names = [f"--{name.replace('_', '-')}" for name, on in flags.items() if on]
+    return " and ".join(names)
+
+
+def _empty_text(empty: svc_status.EmptyListing) -> str:
+    """What an empty list was filtered by, and where the jobs are instead."""
+    filters = " ".join(empty.filters)
+    scope = "in this project" if empty.project is not None else ""
+    if empty.filters and "in batch" in filters:
+        scope = ""
+    head = " ".join(part for part in ("no jobs", filters, scope) if part)
+    if not empty.filters and empty.project is None:
+        head = "no jobs yet"
+    notes = []
+    if empty.filters and empty.unfiltered:
+        notes.append(f"{render.plural(empty.unfiltered, 'job')} without"
+                     f" {'that filter' if len(empty.filters) == 1 else 'those filters'}")
+    if empty.elsewhere:
+        notes.append(f"{render.plural(empty.elsewhere, 'job')} in"
+                     f" {render.plural(empty.other_projects, 'other project')}: --all-projects")
+    if not notes and not empty.filters:
+        notes.append('start one with `codexw launch "TASK"`')
+    text = head + ("; " + "; ".join(notes) if notes else "")
+    if empty.project is not None and not empty.unfiltered:
+        text += f"\n(this project: {render.clean(empty.project, oneline=True)})"
+    return text
 
 
 HEADERS = ["ID", "STATE", "LEVEL", "TYPE", "TIME", "PID", "TASK", "REPORT"]
 
 
-def _rows(jobs: list[Job]) -> list[list[str]]:
-    """Table cells, each through the sanitiser (one line each)."""
-    return [
-        [
-            render.clean(cell, oneline=True)
-            for cell in (
-                str(j.id),
-                render.state_text(j),
-                j.spec.level,
-                j.spec.type,
-                render.age_or_duration(j),
-                str(j.runner_pid or "-"),
-                render.task_head(j.spec.task),
-                _short_path(j.report_path),
-            )
+def _headers(many: bool) -> list[str]:
+    return [*HEADERS[:-1], "PROJECT", HEADERS[-1]] if many else HEADERS
+
+
+def _rows(jobs: list[Job], many: bool = False) -> list[list[str]]:
+    """Table cells, each through the sanitiser (one line each). REPORT is relative to
+    the job's project (`.codexw/…`): with several projects, PROJECT says which."""
+    rows = []
+    for j in jobs:
+        cells = [
+            str(j.id),
+            render.state_text(j),
+            j.spec.level,
+            j.spec.type,
+            render.age_or_duration(j),
+            str(j.runner_pid or "-"),
+            render.task_head(j.spec.task),
+            _short_path(j.report_path),
         ]
-        for j in jobs
-    ]
+        if many:
+            cells.insert(-1, _home_short(j.spec.project))
+        rows.append([render.clean(cell, oneline=True) for cell in cells])
+    return rows
+
+
+def _home_short(path: str) -> str:
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if home != "/" and (path + "/").startswith(home + "/") else path
 
 
 def _short_path(path: str | None) -> str:
@@ -107,13 +164,13 @@ def _short_path(path: str | None) -> str:
     return ".codexw/" + path.split(marker, 1)[1] if marker in path else path
 
 
-def _rich_table(jobs: list[Job]):  # type: ignore[no-untyped-def]
+def _rich_table(jobs: list[Job], many: bool = False):  # type: ignore[no-untyped-def]
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for header in HEADERS:
+    for header in _headers(many):
         table.add_column(header, no_wrap=header != "TASK", overflow="ellipsis")
-    for job, row in zip(jobs, _rows(jobs), strict=True):
+    for job, row in zip(jobs, _rows(jobs, many), strict=True):
         # Text cells: a task such as "[bold red]x" is shown, not read as markup.
         cells = [render.rich_text(cell) for cell in row]
         cells[1].stylize(render.STATE_STYLE[job.state])
@@ -121,25 +178,25 @@ def _rich_table(jobs: list[Job]):  # type: ignore[no-untyped-def]
     return table
 
 
-def _print_table(jobs: list[Job]) -> None:
+def _print_table(jobs: list[Job], many: bool = False) -> None:
     if render.is_tty():
-        render.console().print(_rich_table(jobs))
+        render.console().print(_rich_table(jobs, many))
     else:
-        render.write(render.plain_table(HEADERS, _rows(jobs)) + "\n")
+        render.write(render.plain_table(_headers(many), _rows(jobs, many)) + "\n")
 
 
-def _watch(fetch) -> None:  # type: ignore[no-untyped-def]
+def _watch(fetch, many: bool) -> None:  # type: ignore[no-untyped-def]
     from rich.live import Live
 
     from codexw.core.notify import Listener
 
     try:
-        with Listener() as listener, Live(_rich_table(fetch()), auto_refresh=False) as live:
+        with Listener() as listener, Live(_rich_table(fetch(), many), auto_refresh=False) as live:
             while True:
                 listener.wait(1.0)
-                live.update(_rich_table(fetch()), refresh=True)
+                live.update(_rich_table(fetch(), many), refresh=True)
     except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None  # 130, as every command's Ctrl-C
 
 
 def _print_detail(detail) -> None:  # type: ignore[no-untyped-def]
@@ -196,10 +253,11 @@ def _ts(value: float | None) -> str:
     return "-" if value is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
 
 
-def _stats(job_id, state, batch, watch, all_projects, job_type, as_json) -> None:  # type: ignore[no-untyped-def]
+def _stats(job_id, state, batch, watch, all_projects, job_type, as_json, latest, show_all) -> None:  # type: ignore[no-untyped-def]
     from codexw.services.stats import job_stats
 
-    if job_id is not None or state is not None or batch is not None or watch:
+    if (job_id is not None or state is not None or batch is not None or watch
+            or latest is not None or show_all):
         raise UsageError("--stats combines only with --type, --all-projects and --json")
     result = job_stats(all_projects=all_projects, job_type=job_type)
     if as_json:
@@ -265,48 +323,37 @@ def _stats_text(st) -> str:  # type: ignore[no-untyped-def]
 
 
 def wait(
-    job_ids: list[int] = typer.Argument(None, metavar="[ID]...", help="Jobs to wait for.", **render.ID),
-    batch: int = typer.Option(None, "--batch", "-b", help="Wait for every job of this batch.", **render.ID),
-    timeout: str = typer.Option(None, "--timeout", help="Give up after this long (exit 124): 90s, 20m."),
+    job_ids: list[int] = typer.Argument(None, metavar="[ID]...", help="Jobs to wait for (each with its retries). [default: every open job of this project]", **render.ID),
+    batch: int = typer.Option(None, "--batch", "-b", metavar="ID", help="Wait for every job of this batch.", **render.ID),
+    timeout: str = typer.Option(None, "--timeout", metavar="DURATION", help="Give up after this long (exit 124): 90s, 20m. [default: none]"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; use the exit status."),
 ) -> None:
     """Block until jobs end (following their retries); exit 0 only if all succeeded.
 
-    Wakes the moment a job ends: no polling loop.
+    With no ID and no --batch, waits for every job of this project that has not
+    ended, like the shell's `wait` (exit 0 at once when there is none). Wakes the
+    moment a job ends: no polling loop.
     """
-    from codexw.services.wait import wait_for
+    from codexw.cli.waiting import wait_and_show
+    from codexw.services.wait import open_jobs
 
     seconds = parse_duration(timeout, what="timeout") if timeout else None
-    if not job_ids and batch is None:
-        raise UsageError("nothing to wait for", "give job ids or --batch N")
-
-    def on_end(asked: int, job: Job) -> None:
-        if quiet or as_json:
+    ids = list(job_ids or [])
+    if not ids and batch is None:
+        ids = open_jobs()
+        if not ids:
+            if as_json:
+                render.emit_json("wait", {"timed_out": False, "all_succeeded": True, "jobs": []})
+            elif not quiet:
+                render.write("no open jobs in this project: nothing to wait for\n")
             return
-        via = f" (attempt {job.attempt}, job {job.id})" if job.id != asked else ""
-        reason = f": {render.clean(job.reason, oneline=True)}" if (
-            job.reason and job.state != JobState.SUCCEEDED) else ""
-        render.write(
-            f"job {asked}{via} {job.state.value} after {format_duration(job.duration)}{reason}\n"
-            f"  report {render.clean(job.report_path or '-', oneline=True)}\n"
-        )
-        sys.stdout.flush()
-
-    try:
-        result = wait_for(list(job_ids or []), timeout=seconds, on_end=on_end, poll_batch=batch)
-    except KeyboardInterrupt:
-        render.error("interrupted; the jobs go on (see `codexw status`)")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    if as_json:
-        render.emit_json("wait", result.to_dict())
-    if result.timed_out:
         if not quiet and not as_json:
-            pending = [str(a) for a, j in result.jobs.items() if not j.state.is_final]
-            render.error(f"timed out; still running: {', '.join(pending)}")
-        raise typer.Exit(EXIT_WAIT_TIMEOUT)
-    if not result.all_succeeded:
-        raise typer.Exit(EXIT_JOB_FAILED)
+            shown = ", ".join(map(str, ids[:20])) + (", …" if len(ids) > 20 else "")
+            render.write(f"waiting for {render.plural(len(ids), 'open job')} of this project:"
+                         f" {shown}\n")
+            sys.stdout.flush()
+    wait_and_show(ids, batch=batch, timeout=seconds, as_json=as_json, quiet=quiet)
 
 
 # -- logs ---------------------------------------------------------------------------------
@@ -318,12 +365,15 @@ ICON = {
 
 
 def logs(
-    job_id: int = typer.Argument(..., metavar="ID", **render.ID),
+    job_id: int = typer.Argument(..., metavar="ID", help="The job whose log to show.", **render.ID),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
     raw: bool = typer.Option(False, "--raw", help="Print codex's JSONL events as they are."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per entry (JSON lines)."),
 ) -> None:
-    """Show what a job's agent did: messages, commands and exit codes, errors."""
+    """Show what a job's agent did: messages, commands and exit codes, errors.
+
+    Exit 1 when the job has no log (it never ran: cancelled in the queue).
+    """
     import json
 
     from codexw.services.logs import read_log
@@ -363,18 +413,22 @@ def logs(
 
 
 def kill(
-    job_ids: list[int] = typer.Argument(None, metavar="[ID]...", **render.ID),
-    batch: int = typer.Option(None, "--batch", "-b", help="Every job of this batch.", **render.ID),
+    job_ids: list[int] = typer.Argument(None, metavar="[ID]...", help="Jobs to stop (each with its queued or running retry).", **render.ID),
+    batch: int = typer.Option(None, "--batch", "-b", metavar="ID", help="Every job of this batch.", **render.ID),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Stop jobs: the whole process tree of a running job, or cancel a queued one."""
     from codexw.services.kill import kill_jobs
 
     if not job_ids and batch is None:
-        raise UsageError("nothing to kill", "give job ids or --batch N")
+        raise UsageError("nothing to kill", "give job ids or --batch ID")
     results = kill_jobs(list(job_ids or []), batch)
     if as_json:
         render.emit_json("kill", {"jobs": [r.to_dict() for r in results]})
         return
     for r in results:
-        render.write(f"job {r.job_id}: {r.before} → {r.after} ({render.clean(r.note, oneline=True)})\n")
+        note = render.clean(r.note, oneline=True)
+        if r.before == r.after:  # nothing changed: "killed → killed" read as an action
+            render.write(f"job {r.job_id}: already ended ({r.after}), nothing to stop\n")
+        else:
+            render.write(f"job {r.job_id}: {r.before} → {r.after} ({note})\n")

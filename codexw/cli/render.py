@@ -9,14 +9,35 @@ import sys
 import time
 from typing import Any
 
+from typer._click.types import IntParamType, IntRange
+
 from codexw.core.durations import format_duration
 from codexw.core.models import Job, JobState
 from codexw.core.validate import MAX_ID
 
 JSON_VERSION = 1
-# Bounds of every job/batch id (and count) argument: past SQLite's INTEGER the parser
-# refuses it in one line (exit 2), instead of an OverflowError from the registry.
-ID: dict[str, Any] = {"min": 1, "max": MAX_ID}
+
+
+class IdRange(IntRange):
+    """A job or batch id (or a count), 1 … 2^63−1: past SQLite's INTEGER the parser
+    refuses it in one line (exit 2), instead of an OverflowError from the registry.
+    The bound is checked but not printed on every help line (it is the same for all)."""
+
+    def __init__(self) -> None:
+        super().__init__(min=1, max=MAX_ID)
+
+    def _describe_range(self) -> str:
+        return ""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = IntParamType.convert(self, value, param, ctx)
+        if not 1 <= number <= MAX_ID:
+            self.fail(f"{number} is out of range (1 to {MAX_ID})", param, ctx)
+        return number
+
+
+# Every id and count argument: the bounds above, the one placeholder style.
+ID: dict[str, Any] = {"click_type": IdRange()}
 
 STATE_STYLE = {
     JobState.QUEUED: "cyan",
@@ -114,6 +135,11 @@ def state_text(job: Job) -> str:
     if job.state == JobState.QUEUED and job.not_before and job.not_before > time.time():
         text += f" (retry in {format_duration(job.not_before - time.time())})"
     return text
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """'1 job', '2 jobs' (`many` for irregular words)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
 
 
 def plain_table(headers: list[str], rows: list[list[str]]) -> str:

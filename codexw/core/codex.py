@@ -18,9 +18,25 @@ from codexw.core.models import TOKEN_KEYS, JobSpec
 MIN_CODEX_VERSION = (0, 169, 0)
 TESTED_CODEX_VERSION = "0.169.0"
 INSTALL_HINT = (
-    f"install it with `npm install -g @openai/codex@{TESTED_CODEX_VERSION}`, or point codex_bin"
-    " (config) or CODEXW_CODEX_BIN at it; `codexw doctor` checks the setup"
+    f"install it with `npm install -g @openai/codex` ({TESTED_CODEX_VERSION} or newer), or"
+    " point codex_bin (config) or CODEXW_CODEX_BIN at it; `codexw doctor` checks the setup"
 )
+
+
+def missing_codex(codex_bin: str) -> tuple[str, str]:
+    """(problem, hint) for a codex_bin that `shutil.which` did not find. A path names
+    what is wrong with that path (installing codex from npm would not fix it)."""
+    import os
+
+    if os.sep not in codex_bin:
+        return f"codex not found: {codex_bin!r} is not on PATH", INSTALL_HINT
+    fix = "fix codex_bin (config) or CODEXW_CODEX_BIN, or unset it to use codex from PATH"
+    if not os.path.exists(codex_bin):
+        return f"codex not found: {codex_bin} does not exist", fix
+    if os.path.isdir(codex_bin):
+        return f"codex not found: {codex_bin} is a directory", fix
+    return f"codex is not executable: {codex_bin}", f"chmod +x it, or {fix}"
+
 
 REPORT_SECTIONS = ("Task Summary", "Files Modified", "Changes Made", "Issues Encountered", "Next Steps")
 

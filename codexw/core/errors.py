@@ -42,6 +42,13 @@ class NotFoundError(CodexwError):
     """A job or batch id that the registry does not know."""
 
 
+class NoLogError(NotFoundError):
+    """A job that exists but has nothing to show (it never ran): not a usage error, the
+    command just has no work to do, so exit 1 as for a job that did not succeed."""
+
+    exit_code = EXIT_FAILED
+
+
 class StoreError(CodexwError):
     """The registry, a report or a lock cannot be opened, read or written (full disk,
     read-only mount, corrupt file): the environment, not the user's input."""

@@ -16,7 +16,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from codexw.core import paths, process, reports
-from codexw.core.codex import INSTALL_HINT, MIN_CODEX_VERSION, TESTED_CODEX_VERSION
+from codexw.core.codex import (
+    INSTALL_HINT,
+    MIN_CODEX_VERSION,
+    TESTED_CODEX_VERSION,
+    missing_codex,
+)
 from codexw.core.config import Config, load_config
 from codexw.core.errors import CodexwError
 
@@ -120,8 +125,8 @@ def check_trust(config: Config | None, project: Path) -> Check | None:
 def check_codex(codex_bin: str) -> tuple[list[Check], str | None]:
     found = shutil.which(codex_bin)
     if found is None:
-        what = "not executable" if os.sep in codex_bin and os.path.exists(codex_bin) else "not found"
-        return [Check("codex", FAIL, f"{codex_bin!r} {what}", INSTALL_HINT)], None
+        problem, hint = missing_codex(codex_bin)
+        return [Check("codex", FAIL, problem, hint)], None
     path = os.path.abspath(found)
     code, out = _run([path, "--version"])
     if code != 0:

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from codexw.core import envfile, lifecycle, paths, reports, validate
-from codexw.core.codex import INSTALL_HINT as DOCTOR_HINT  # one hint for launch and doctor
-from codexw.core.codex import in_git_repo
+from codexw.core.codex import in_git_repo, missing_codex  # one message for launch and doctor
 from codexw.core.config import Config, load_config
 from codexw.core.durations import parse_duration
 from codexw.core.errors import CodexMissingError, ConfigError, StoreError, UsageError
@@ -56,6 +55,9 @@ class LaunchRequest:
 class LaunchResult:
     job: Job
     warnings: list[str] = field(default_factory=list)
+    # Why a job that has not started has not: its ending reason when it was cancelled at
+    # once, the dependency it waits for, or the slot limit. Empty once it started.
+    waiting_for: str = ""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -80,9 +82,7 @@ def validate_task(task: str) -> str:
 def resolve_codex(codex_bin: str) -> str:
     found = shutil.which(codex_bin)
     if found is None:
-        if os.sep in codex_bin and os.path.exists(codex_bin):
-            raise CodexMissingError(f"codex is not executable: {codex_bin}", DOCTOR_HINT)
-        raise CodexMissingError(f"codex not found: {codex_bin!r}", DOCTOR_HINT)
+        raise CodexMissingError(*missing_codex(codex_bin))
     return os.path.abspath(found)
 
 
@@ -150,8 +150,12 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
     if config is None:
         config = load_config(project)
     if req.level is not None and req.level not in LEVELS:
+        import difflib
+
+        close = difflib.get_close_matches(req.level.lower(), LEVELS, n=1)
         raise UsageError(
-            f"unknown level {req.level!r}", "use one of " + ", ".join(LEVELS) + " (lower case)"
+            f"unknown level {req.level!r}" + (f"; did you mean {close[0]}?" if close else ""),
+            "use one of " + ", ".join(LEVELS) + ", in lower case",
         )
     if req.type is not None and not is_job_type(req.type):
         raise UsageError(
@@ -352,7 +356,27 @@ def launch(req: LaunchRequest) -> LaunchResult:
     check_after(store, prepared.spec.after)
     _, (job_id,) = enqueue(store, [prepared.spec])
     fill_slots(store)
-    return LaunchResult(store.get_job(job_id), prepared.warnings)
+    job = store.get_job(job_id)
+    return LaunchResult(job, prepared.warnings, not_started_because(store, job))
+
+
+def not_started_because(store: Store, job: Job) -> str:
+    """Why `job` has not started (for people), '' when it has."""
+    if job.state.is_final:
+        return job.reason or job.state.value
+    if job.state != JobState.QUEUED:
+        return "" if job.runner_pid else "starting"
+    if job.not_before is not None and job.not_before > time.time():
+        return "a retry, not due yet"
+    states = store.states_of(job.spec.after)
+    for dep in job.spec.after:
+        state = states.get(dep)
+        if state is not None and state != JobState.SUCCEEDED:
+            return f"waiting for job {dep} ({state.value}) to succeed"
+    if job.spec.backend != "local":
+        return f"waiting for a worker on queue {job.spec.queue or 'codex'}"
+    limit = job.spec.global_limit
+    return "waiting for a free slot" + (f" (max_parallel {limit})" if limit else "")
 
 
 @dataclass
@@ -447,4 +471,5 @@ def continue_job(req: ContinueRequest) -> LaunchResult:
     # Two follow-ups racing for one conversation: only one gets in.
     (job_id,) = enqueue(store, [spec], recheck=lambda st: conversation_of(st, req.job_id))[1]
     fill_slots(store)
-    return LaunchResult(store.get_job(job_id), warnings)
+    job = store.get_job(job_id)
+    return LaunchResult(job, warnings, not_started_because(store, job))

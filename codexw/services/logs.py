@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from codexw.core import lifecycle
 from codexw.core.codex import bounded_text
-from codexw.core.errors import NotFoundError
+from codexw.core.errors import NoLogError
 from codexw.core.events import READ_SIZE, LineSplitter, Skipped, parse_event
 from codexw.core.models import Job
 from codexw.core.notify import Listener
@@ -127,10 +127,12 @@ def read_log(job_id: int, raw: bool = False, follow: bool = False) -> tuple[Job,
     store = open_store()
     job = store.get_job(job_id)
     path = job_log_path(job)
-    if not follow and not path.exists() and not path.with_name(path.name + ".gz").exists():
+    if not path.exists() and not path.with_name(path.name + ".gz").exists():
         if job.state.is_final and job.started_at is None:
-            raise NotFoundError(f"job {job_id} never ran ({job.state.value}): it has no log")
-        raise NotFoundError(f"job {job_id} has no event log at {path}")
+            reason = f": {job.reason}" if job.reason else ""
+            raise NoLogError(f"job {job_id} never ran ({job.state.value}{reason}), so it has no log")
+        if not follow:
+            raise NoLogError(f"job {job_id} has no event log at {path}")
     return job, (_follow(store, job, path, raw) if follow else _read(path, raw))
 
 

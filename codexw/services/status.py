@@ -53,11 +53,51 @@ def list_jobs(
     if state is not None:
         JobState(state)  # validated by the CLI; a bad value here is a bug
     store = store or open_store()
+    if batch_id is not None:
+        store.get_batch(batch_id)  # an unknown batch is an error, not an empty list
     project = None
     if not all_projects and batch_id is None:
         project = str(paths.project_root(cwd or os.getcwd()))
     return store.list_jobs(
         project=project, job_type=job_type, state=state, batch_id=batch_id, limit=limit
+    )
+
+
+@dataclass
+class EmptyListing:
+    """Why `status` listed nothing: what was filtered, and what exists besides."""
+
+    project: str | None  # None: every project was asked for
+    filters: list[str]  # "of type Bad", "in state failed", "in batch 3"
+    unfiltered: int  # jobs in the same scope without the filters
+    elsewhere: int  # jobs of other projects (when one project was asked for)
+    other_projects: int
+
+
+def explain_empty(
+    *,
+    cwd: str | None = None,
+    all_projects: bool = False,
+    job_type: str | None = None,
+    state: str | None = None,
+    batch_id: int | None = None,
+    store: Store | None = None,
+) -> EmptyListing:
+    store = store or open_store(reconcile_first=False)
+    filters = [f"of type {job_type}" if job_type else "", f"in state {state}" if state else "",
+               f"in batch {batch_id}" if batch_id is not None else ""]
+    project = None
+    if not all_projects and batch_id is None:
+        project = str(paths.project_root(cwd or os.getcwd()))
+    everything = len(store.job_ids())
+    here = len(store.job_ids(project)) if project is not None else everything
+    projects = store.projects()
+    return EmptyListing(
+        project=project,
+        filters=[f for f in filters if f],
+        unfiltered=len(store.batch_job_ids(batch_id)) if batch_id is not None else here,
+        elsewhere=everything - here if project is not None else 0,
+        other_projects=len([p for p in projects if p != project]) if project is not None else 0,
     )
 
 

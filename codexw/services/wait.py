@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from codexw.core import process
+from codexw.core import paths, process
 from codexw.core.errors import UsageError
-from codexw.core.models import Job, JobState
+from codexw.core.models import OPEN_STATES, Job, JobState
 from codexw.core.notify import Listener
 from codexw.core.process import reap_children
 from codexw.core.scheduler import reconcile
@@ -53,6 +53,8 @@ def wait_for(
     store = store or open_store()
     for job_id in job_ids:
         store.get_job(job_id)  # raises NotFoundError early
+    if poll_batch is not None:
+        store.get_batch(poll_batch)  # an unknown batch is an error, as in kill and retry
     if not job_ids and poll_batch is None:
         raise UsageError("nothing to wait for", "give job ids or --batch N")
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -105,6 +107,17 @@ def wait_for(
         finally:
             for fd in pidfds.values():
                 os.close(fd)
+
+
+def open_jobs(cwd: str | None = None, store: Store | None = None) -> list[int]:
+    """Every job of this project that has not ended (queued, starting or running),
+    oldest first: what a bare `codexw wait` waits for, like the shell's `wait`."""
+    store = store or open_store()  # reconciled: a job whose runner is gone is not open
+    project = str(paths.project_root(cwd or os.getcwd()))
+    ids: set[int] = set()
+    for state in OPEN_STATES:
+        ids.update(j.id for j in store.list_jobs(project=project, state=state.value, limit=None))
+    return sorted(ids)
 
 
 def _track_runners(pending: list[Job], pidfds: dict[int, int]) -> None:

@@ -14,7 +14,7 @@ def test_launch_returns_at_once_and_job_succeeds_with_final_report(cx: Env) -> N
     out = cx.ok("launch", "@fake sleep 0.5\nadd a --verbose flag")
     assert re.search(r"job 1\s+pid \d+", out.stdout)
     assert "_TEMP_1_codex_task.md" in out.stdout
-    temp = Path(out.stdout.split("report ", 1)[1].strip())
+    temp = Path(out.stdout.split("report ", 1)[1].splitlines()[0])
     assert temp.exists()
 
     waited = cx.run("wait", "1")
