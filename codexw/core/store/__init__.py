@@ -7,20 +7,25 @@
 - rows: a row to a Job (never trusting it) and a JobSpec to its columns
 - jobs: inserting jobs and every change of state (models.TRANSITIONS)
 - reads: jobs by id, project, queue order, active, retry chains
-- batches, files (what cleanup needs), stats (`status --stats`)
+- batches: batch limits and a batch's newest attempts
+- files (what cleanup needs) and stats (`status --stats`): imported on first use
 - sql: state filters and WHERE clauses built from models' state sets
 """
 
 from __future__ import annotations
 
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
 from codexw.core.store.batches import Batch, Batches
 from codexw.core.store.connection import BUSY_TIMEOUT_S, Connection
-from codexw.core.store.files import Files, JobFiles
 from codexw.core.store.jobs import JobWrites
 from codexw.core.store.reads import JobReads
 from codexw.core.store.rows import Unreadable
 from codexw.core.store.schema import MIGRATIONS, SCHEMA_VERSION
-from codexw.core.store.stats import Stats
+
+if TYPE_CHECKING:
+    from codexw.core.store.files import JobFiles
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -33,5 +38,56 @@ __all__ = [
 ]
 
 
-class Store(JobWrites, Batches, JobReads, Files, Stats, Connection):
+class Store(JobWrites, Batches, JobReads, Connection):
     """The registry. Open with `Store.open()`, write inside `transaction()`."""
+
+    # Cleanup's and `status --stats`' queries live in files.py and stats.py, imported
+    # here on first use: launching and running a job never load them.
+
+    def job_files(self, project: str) -> list[JobFiles]:
+        from codexw.core.store import files
+
+        return files.job_files(self, project)
+
+    def move_report(self, job_id: int, old: str | None, new: str | None) -> bool:
+        from codexw.core.store import files
+
+        return files.move_report(self, job_id, old, new)
+
+    def move_log(self, job_id: int, old: str | None, new: str | None) -> bool:
+        from codexw.core.store import files
+
+        return files.move_log(self, job_id, old, new)
+
+    def prune_finished(self, project: str) -> list[int]:
+        from codexw.core.store import files
+
+        return files.prune_finished(self, project)
+
+    def stats_groups(self, project: str | None, job_type: str | None) -> list[sqlite3.Row]:
+        from codexw.core.store import stats
+
+        return stats.stats_groups(self, project, job_type)
+
+    def duration_quantiles(
+        self, project: str | None, job_type: str | None, quantiles: tuple[float, ...]
+    ) -> dict[str, tuple[int, list[float]]]:
+        from codexw.core.store import stats
+
+        return stats.duration_quantiles(self, project, job_type, quantiles)
+
+    def first_and_last(
+        self, project: str | None, job_type: str | None
+    ) -> tuple[sqlite3.Row | None, sqlite3.Row | None]:
+        from codexw.core.store import stats
+
+        return stats.first_and_last(self, project, job_type)
+
+
+def __getattr__(name: str) -> Any:
+    """`JobFiles` (cleanup's row) is loaded with cleanup's queries, not at import."""
+    if name == "JobFiles":
+        from codexw.core.store.files import JobFiles
+
+        return JobFiles
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

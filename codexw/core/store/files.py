@@ -1,7 +1,9 @@
 """What cleanup needs: each job's files, and moving or forgetting them once it ended.
 
-Every write here is limited to jobs that are no longer open (sql.NOT_OPEN): the files
-of a queued or running job are never repointed or forgotten.
+Plain functions of the store, reached through `Store`'s methods of the same names and
+imported on their first use: launching or running a job never loads them. Every write
+here is limited to jobs that are no longer open (sql.NOT_OPEN): the files of a queued
+or running job are never repointed or forgotten.
 """
 
 from __future__ import annotations
@@ -30,59 +32,52 @@ class JobFiles:
     runner_start: float | None
 
 
-class Files(Connection):
-    def projects(self) -> list[str]:
-        """Every project the registry has jobs of."""
-        rows = self._exec("SELECT DISTINCT project FROM jobs ORDER BY project").fetchall()
-        return [r["project"] for r in rows]
-
-    def has_jobs(self, project: str) -> bool:
-        row = self._exec("SELECT 1 FROM jobs WHERE project = ? LIMIT 1", (project,)).fetchone()
-        return row is not None
-
-    def job_files(self, project: str) -> list[JobFiles]:
-        rows = self._exec(
-            "SELECT id, state, type, project, queued_at, ended_at, report_path, log_path,"
-            " runner_pid, runner_start FROM jobs WHERE project = ? ORDER BY id",
-            (project,),
-        ).fetchall()
-        return [
-            JobFiles(
-                id=r["id"], state=read_state(r["state"]), type=r["type"], project=r["project"],
-                queued_at=r["queued_at"], ended_at=r["ended_at"], report_path=r["report_path"],
-                log_path=r["log_path"], runner_pid=r["runner_pid"], runner_start=r["runner_start"],
-            )
-            for r in rows
-        ]
-
-    def move_report(self, job_id: int, old: str | None, new: str | None) -> bool:
-        """Point a finished job's report elsewhere (archived, compressed, deleted: None),
-        only if it still points where the caller saw it."""
-        cur = self._exec(
-            "UPDATE jobs SET report_path = ? WHERE id = ? AND report_path IS ?"
-            f" AND {sql.NOT_OPEN}",
-            (new, job_id, old),
+def job_files(store: Connection, project: str) -> list[JobFiles]:
+    rows = store._exec(
+        "SELECT id, state, type, project, queued_at, ended_at, report_path, log_path,"
+        " runner_pid, runner_start FROM jobs WHERE project = ? ORDER BY id",
+        (project,),
+    ).fetchall()
+    return [
+        JobFiles(
+            id=r["id"], state=read_state(r["state"]), type=r["type"], project=r["project"],
+            queued_at=r["queued_at"], ended_at=r["ended_at"], report_path=r["report_path"],
+            log_path=r["log_path"], runner_pid=r["runner_pid"], runner_start=r["runner_start"],
         )
-        return cur.rowcount == 1
+        for r in rows
+    ]
 
-    def move_log(self, job_id: int, old: str | None, new: str | None) -> bool:
-        cur = self._exec(
-            f"UPDATE jobs SET log_path = ? WHERE id = ? AND log_path IS ? AND {sql.NOT_OPEN}",
-            (new, job_id, old),
-        )
-        return cur.rowcount == 1
 
-    def prune_finished(self, project: str) -> list[int]:
-        """Delete the finished jobs of `project` (a directory that is gone); returns their ids."""
-        finished = f"SELECT id FROM jobs WHERE project = ? AND {sql.NOT_OPEN}"
-        ids = [r[0] for r in self._exec(finished, (project,)).fetchall()]
-        if not ids:
-            return []
-        self._exec(f"DELETE FROM job_deps WHERE job_id IN ({finished})", (project,))
-        self._exec(f"DELETE FROM jobs WHERE project = ? AND {sql.NOT_OPEN}", (project,))
-        self._exec(
-            "DELETE FROM batches WHERE project = ? AND id NOT IN"
-            " (SELECT batch_id FROM jobs WHERE batch_id IS NOT NULL)",
-            (project,),
-        )
-        return ids
+def move_report(store: Connection, job_id: int, old: str | None, new: str | None) -> bool:
+    """Point a finished job's report elsewhere (archived, compressed, deleted: None),
+    only if it still points where the caller saw it."""
+    cur = store._exec(
+        "UPDATE jobs SET report_path = ? WHERE id = ? AND report_path IS ?"
+        f" AND {sql.NOT_OPEN}",
+        (new, job_id, old),
+    )
+    return cur.rowcount == 1
+
+
+def move_log(store: Connection, job_id: int, old: str | None, new: str | None) -> bool:
+    cur = store._exec(
+        f"UPDATE jobs SET log_path = ? WHERE id = ? AND log_path IS ? AND {sql.NOT_OPEN}",
+        (new, job_id, old),
+    )
+    return cur.rowcount == 1
+
+
+def prune_finished(store: Connection, project: str) -> list[int]:
+    """Delete the finished jobs of `project` (a directory that is gone); returns their ids."""
+    finished = f"SELECT id FROM jobs WHERE project = ? AND {sql.NOT_OPEN}"
+    ids = [r[0] for r in store._exec(finished, (project,)).fetchall()]
+    if not ids:
+        return []
+    store._exec(f"DELETE FROM job_deps WHERE job_id IN ({finished})", (project,))
+    store._exec(f"DELETE FROM jobs WHERE project = ? AND {sql.NOT_OPEN}", (project,))
+    store._exec(
+        "DELETE FROM batches WHERE project = ? AND id NOT IN"
+        " (SELECT batch_id FROM jobs WHERE batch_id IS NOT NULL)",
+        (project,),
+    )
+    return ids

@@ -141,6 +141,20 @@ class JobReads(Connection):
             (root,),
         )
 
+    def projects(self) -> list[str]:
+        """Every project the registry has jobs of."""
+        rows = self._exec("SELECT DISTINCT project FROM jobs ORDER BY project").fetchall()
+        return [r["project"] for r in rows]
+
+    def has_jobs(self, project: str) -> bool:
+        row = self._exec("SELECT 1 FROM jobs WHERE project = ? LIMIT 1", (project,)).fetchone()
+        return row is not None
+
+
+    def job_ids(self, project: str | None = None, job_type: str | None = None) -> list[int]:
+        where, params = sql.stats_where(project, job_type)
+        return [r[0] for r in self._exec(f"SELECT id FROM jobs{where}", params).fetchall()]
+
     def owns(self, job_id: int, job_key: str | None) -> bool:
         """Whether the registry's job `job_id` is the attempt with this key (a registry
         made anew, or another state dir, reuses ids)."""
