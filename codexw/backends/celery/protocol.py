@@ -48,13 +48,22 @@ def mask_url(url: str | None) -> str:
 
 # -- the job ----------------------------------------------------------------------------
 
-_SPEC_FIELDS = ("task", "level", "type", "cwd", "project", "sandbox", "model", "timeout",
-                "kill_grace", "codex_args", "resume_thread")
+# What of a JobSpec crosses the broker, listed by hand on purpose: a new field stays on
+# this machine until someone decides it may travel (tests/unit/test_protocol_fields.py
+# fails until it is put in one of the two lists). Never sent: secrets and this machine's
+# paths and programs (codex_bin, codex_home, path_env, env_key, broker_url, template),
+# and what only the submitting side's queue uses (limits, retries, dependencies).
+SENT_SPEC_FIELDS = ("task", "level", "type", "cwd", "project", "sandbox", "model", "timeout",
+                    "kill_grace", "codex_args", "resume_thread")
+NOT_SENT_SPEC_FIELDS = ("codex_bin", "codex_home", "path_env", "env_key", "broker_url",
+                        "template", "backend", "queue", "priority", "batch_id", "name", "after",
+                        "global_limit", "retries", "retry_timeouts", "backoff_base",
+                        "backoff_max", "resume_of")
 
 
 def payload_for(job: Job, usage_baseline: dict[str, int] | None = None) -> dict[str, Any]:
     spec = job.spec
-    data = {name: getattr(spec, name) for name in _SPEC_FIELDS}
+    data = {name: getattr(spec, name) for name in SENT_SPEC_FIELDS}
     data["codex_args"] = list(spec.codex_args)
     return {
         "version": PAYLOAD_VERSION,
