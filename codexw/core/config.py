@@ -45,6 +45,8 @@ class Config:
     backend: str = "local"
     broker_url: str | None = None
     queue: str = "codex"
+    # Off: a new .codexw/ gets a .gitignore keeping reports out of git (config.toml in).
+    track_reports: bool = False
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     project: ProjectTrust | None = field(default=None, compare=False)
 
@@ -137,6 +139,7 @@ def _expected(key: str) -> str:
         "max_parallel": "a whole number of at least 1",
         "retries": "a whole number of at least 0",
         "retry_timeouts": "true or false",
+        "track_reports": "true or false",
         "codex_args": "a list of strings",
         "backend": "one of " + ", ".join(BACKENDS),
         "broker_url": "a Redis URL such as redis://host:6379/0 (redis:// or rediss://)",
@@ -172,7 +175,7 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
         ):
             raise bad()
         return value
-    if key == "retry_timeouts":
+    if key in ("retry_timeouts", "track_reports"):
         if isinstance(value, str):
             lowered = value.lower()
             if lowered in ("1", "true", "yes", "on"):

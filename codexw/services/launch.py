@@ -260,10 +260,32 @@ def check_after(store: Store, after: tuple[int, ...]) -> None:
             raise UsageError(f"--after {dep}: no such job", "see `codexw status --all`")
 
 
+# A new .codexw/ keeps what codexw writes out of `git status`; its config.toml (a
+# project's settings, meant to be committed) and this file stay visible.
+GITIGNORE = """\
+# Written by codexw when it made this directory; edit freely, it is never rewritten.
+# Reports and archives stay out of git; config.toml (meant to be committed) does not.
+# To track finished reports, set track_reports = true in your codexw config.
+*
+!.gitignore
+!config.toml
+"""
+GITIGNORE_TRACKED = """\
+# Written by codexw when it made this directory (track_reports = true): finished
+# reports and config.toml are tracked; reports of queued or running jobs and archives
+# are not. Edit freely, it is never rewritten.
+*_TEMP_*
+archive/
+"""
+
+
 def ensure_report_dir(spec: JobSpec) -> None:
     directory = paths.report_dir(spec.project, spec.type)
+    fresh = not os.path.lexists(paths.codexw_dir(spec.project))
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            write_gitignore(spec.project)
     except OSError as exc:
         raise StoreError(
             f"cannot create the report directory {directory}: {exc.strerror}",
@@ -325,6 +347,20 @@ def enqueue(
             ) from None
         raise
     return batch_id, ids
+
+
+def write_gitignore(project: str) -> None:
+    """.codexw/.gitignore for a .codexw/ just made, unless one is there. Its project
+    had no .codexw/config.toml yet: only the user's config or CODEXW_TRACK_REPORTS can
+    ask to track reports."""
+    track = load_config(None).track_reports
+    path = paths.codexw_dir(project) / ".gitignore"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        return  # another launch made it a moment ago, or the user did
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(GITIGNORE_TRACKED if track else GITIGNORE)
 
 
 def with_launch_env(specs: list[JobSpec]) -> tuple[list[JobSpec], str | None]:

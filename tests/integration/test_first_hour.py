@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 
 from tests.conftest import Env
 
@@ -169,3 +170,43 @@ def test_batch_detach_hint_names_commands_without_a_pipe(cx: Env) -> None:
     assert "1 job queued" in out and " | " not in out
     assert "`codexw wait --batch 1`" in out
     assert cx.run("wait", "--batch", "1").returncode == 0
+
+
+# -- .codexw/ in git ----------------------------------------------------------------
+
+
+def _git_project(cx: Env, name: str) -> Path:
+    project = cx.tmp / name
+    project.mkdir()
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    return project
+
+
+def test_a_new_codexw_dir_keeps_reports_out_of_git_but_not_its_config(cx: Env) -> None:
+    project = _git_project(cx, "repo")
+    cx.ok("launch", "@fake sleep 0\none", cwd=project)
+    assert cx.run("wait", "1").returncode == 0
+    (project / ".codexw" / "config.toml").write_text('level = "medium"\n')
+    untracked = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=project,
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert sorted(u for u in untracked if u != "??") == [".codexw/.gitignore",
+                                                         ".codexw/config.toml"]
+    (project / ".codexw" / ".gitignore").write_text("# mine\n")
+    cx.ok("launch", "@fake sleep 0\ntwo", cwd=project)
+    assert (project / ".codexw" / ".gitignore").read_text() == "# mine\n"  # never rewritten
+    assert cx.run("wait", "2").returncode == 0
+
+
+def test_track_reports_tracks_finished_reports_only(cx: Env) -> None:
+    project = _git_project(cx, "tracked")
+    cx.ok("launch", "@fake sleep 0\none", cwd=project, env={"CODEXW_TRACK_REPORTS": "true"})
+    assert cx.run("wait", "1").returncode == 0
+    untracked = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=project,
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert ".codexw/.gitignore" in untracked
+    assert re.search(r"\.codexw/workers/\d{8}_\d{6}_\w+_codex_task\.md", untracked), untracked
+    assert "_TEMP_" in (project / ".codexw" / ".gitignore").read_text()

@@ -20,6 +20,7 @@ from codexw.core.errors import ConfigError
 SAFE_UNTRUSTED = {
     "level", "type", "model", "timeout", "kill_grace", "max_parallel", "retries",
     "retry_timeouts", "backoff_base", "backoff_max", "queue",
+    "track_reports",  # only chooses what a new .codexw/.gitignore lists
 }
 
 HOSTILE = {
