@@ -15,19 +15,19 @@ VERB = {"archive": "archive", "compress": "compress", "delete": "delete", "repai
 def cleanup(
     age: str = typer.Option(
         None, "--age", metavar="AGE",
-        help="Only jobs that ended longer ago than this: 36h, 7d, or a number of days"
-             " (default 7, or none with --keep).",
+        help="Only jobs that ended longer ago than this: 36h, 7d, or a number of days."
+             " [default: 7, or none with --keep]",
     ),
     keep: int = typer.Option(
         None, "--keep", metavar="N", help="Keep the newest N reports of each type; archive the rest.",
     ),
-    job_type: str = typer.Option(None, "--type", "-t", help="Only reports and logs of this type."),
+    job_type: str = typer.Option(None, "--type", "-t", metavar="TYPE", help="Only reports and logs of this type."),
     compress_only: bool = typer.Option(
         False, "--compress-only", help="gzip old reports and logs where they are; move nothing.",
     ),
     delete_archives_older: str = typer.Option(
         None, "--delete-archives-older", metavar="AGE",
-        help="Delete archived reports and compressed logs older than this (36h, 180d, days).",
+        help="Delete archived reports and compressed logs older than this: 36h, 180d, or days.",
     ),
     all_projects: bool = typer.Option(
         False, "--all-projects", help="Every project the registry knows (for cron)."
@@ -37,12 +37,13 @@ def cleanup(
         False, "--prune-missing",
         help="Forget finished jobs (and their logs) of project directories that are gone.",
     ),
-    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would happen; change nothing."),
+    # No -n: across commands -n is --latest (status).
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would happen; change nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless something went wrong."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     lock_wait: str = typer.Option(
-        "10m", "--lock-wait", metavar="DURATION",
-        help="How long to wait for a cleanup that is already running (then exit 1).",
+        "10m", "--lock-wait", metavar="DURATION", show_default=False,
+        help="How long to wait for a cleanup that is already running (then exit 1). [default: 10m]",
     ),
 ) -> None:
     """Archive finished reports, compress their logs, delete old archives.

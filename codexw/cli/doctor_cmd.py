@@ -40,7 +40,8 @@ def doctor(
                 render.write(line + "\n")
         counts = report.to_dict()["counts"]
         sys.stdout.write(
-            f"{counts['ok']} ok, {counts['warn']} warnings, {counts['fail']} failed\n"  # type: ignore[index]
+            f"{counts['ok']} ok, {render.plural(counts['warn'], 'warning')},"  # type: ignore[index]
+            f" {counts['fail']} failed\n"  # type: ignore[index]
         )
     if not report.ok:
         raise typer.Exit(EXIT_JOB_FAILED)

@@ -10,16 +10,18 @@ from codexw.cli import render
 
 
 def worker(
-    broker: str = typer.Option(None, "--broker", help="Broker URL, e.g. redis://HOST:6379/0. (default: CODEXW_BROKER_URL or broker_url)"),
-    concurrency: int = typer.Option(1, "--concurrency", "-c", help="Jobs this worker runs at once."),
-    queue: str = typer.Option(None, "--queue", "-Q", help="Queue to consume. (default: CODEXW_QUEUE, queue, else codex)"),
-    workspace: str = typer.Option(None, "--workspace", "-w", help="Run jobs here (a shared volume or this machine's checkout). (default: the job's own directory, which must exist here)"),
-    name: str = typer.Option(None, "--name", "-n", help="Worker name, NAME@HOST, recorded as each job's host. (default: codexw-PID@HOST)"),
-    codex_home: str = typer.Option(None, "--codex-home", help="CODEX_HOME with codex's auth, shared by the workers. (default: $CODEX_HOME or ~/.codex)"),
-    max_job_time: str = typer.Option(None, "--max-job-time", help="Longest a job may run here; longer or unlimited timeouts are cut to it. (default: 4h)"),
-    kill_grace: str = typer.Option(None, "--kill-grace", help="Most time codex gets between SIGTERM and SIGKILL. (default: 10s)"),
-    visibility_timeout: str = typer.Option(None, "--visibility-timeout", help="When the broker redelivers a task whose worker vanished; must exceed max-job-time + kill-grace. (default: those + 60s)"),
-    loglevel: str = typer.Option("INFO", "--loglevel", "-l", help="Celery log level."),
+    # Short flags mean one thing across commands: -n is --latest, -w --wait, -l --level;
+    # so --name, --workspace and --loglevel have only their long form here.
+    broker: str = typer.Option(None, "--broker", metavar="URL", help="Broker URL, e.g. redis://HOST:6379/0. [default: CODEXW_BROKER_URL or broker_url]"),
+    concurrency: int = typer.Option(1, "--concurrency", "-c", metavar="N", help="Jobs this worker runs at once."),
+    queue: str = typer.Option(None, "--queue", "-Q", metavar="QUEUE", help="Queue to consume. [default: CODEXW_QUEUE, queue, else codex]"),
+    workspace: str = typer.Option(None, "--workspace", metavar="DIR", help="Run jobs here (a shared volume or this machine's checkout). [default: the job's own directory, which must exist here]"),
+    name: str = typer.Option(None, "--name", metavar="NAME", help="Worker name, NAME@HOST, recorded as each job's host. [default: codexw-PID@HOST]"),
+    codex_home: str = typer.Option(None, "--codex-home", metavar="DIR", help="CODEX_HOME with codex's auth, shared by the workers. [default: $CODEX_HOME or ~/.codex]"),
+    max_job_time: str = typer.Option(None, "--max-job-time", metavar="DURATION", help="Longest a job may run here; longer or unlimited timeouts are cut to it. [default: 4h]"),
+    kill_grace: str = typer.Option(None, "--kill-grace", metavar="DURATION", help="Most time codex gets between SIGTERM and SIGKILL. [default: 10s]"),
+    visibility_timeout: str = typer.Option(None, "--visibility-timeout", metavar="DURATION", help="When the broker redelivers a task whose worker vanished; must exceed max-job-time + kill-grace. [default: those + 60s]"),
+    loglevel: str = typer.Option("INFO", "--loglevel", metavar="LEVEL", help="Celery log level."),
     as_json: bool = typer.Option(False, "--json", help="Print the checked settings as one JSON object before starting."),
 ) -> None:
     """Consume the codex queue: run each job like a local runner, report back through the broker.

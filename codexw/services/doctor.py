@@ -265,8 +265,23 @@ def _pdeathsig_available() -> bool:
         return False
 
 
+def check_os(platform: str = sys.platform) -> Check:
+    """Linux is what codexw is tested on; elsewhere it runs on fallbacks nobody tests."""
+    if platform.startswith("linux"):
+        return Check("platform", OK, "Linux: tested")
+    if platform == "darwin":
+        return Check(
+            "platform", WARN,
+            "macOS: not tested; codexw falls back to psutil for /proc, to polling for pidfd,"
+            " and a crashed runner's codex is stopped by the next codexw command",
+            "report what breaks; Linux is the supported platform",
+        )
+    return Check("platform", WARN, f"{platform}: not tested and not supported",
+                 "codexw is tested on Linux (macOS runs on untested fallbacks)")
+
+
 def check_platform() -> list[Check]:
-    checks = []
+    checks = [check_os()]
     if process.pidfd_supported():
         checks.append(Check("pidfd", OK, "available: `wait` wakes the moment a runner exits"))
     else:
