@@ -130,7 +130,7 @@ def task_head(task: str, width: int = 50) -> str:
 
 def state_text(job: Job) -> str:
     text = job.state.value
-    if job.spec.retries and (job.attempt > 1 or job.state.is_active or job.state == JobState.QUEUED):
+    if job.spec.retries and (job.attempt > 1 or job.state.is_open):
         text += f" {job.attempt}/{job.spec.retries + 1}"
     if job.state == JobState.QUEUED and job.not_before and job.not_before > time.time():
         text += f" (retry in {format_duration(job.not_before - time.time())})"

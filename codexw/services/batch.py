@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from codexw.core import batchfile, paths
 from codexw.core.config import load_config
 from codexw.core.errors import UsageError
-from codexw.core.models import Job, JobState
+from codexw.core.models import ACTIVE_STATES, Job, JobState
 from codexw.core.notify import Listener
 from codexw.core.process import reap_children
 from codexw.core.scheduler import fill_slots, reconcile
@@ -122,7 +122,7 @@ class BatchSnapshot:
 
     @property
     def running(self) -> int:
-        return self.count(JobState.RUNNING, JobState.STARTING)
+        return self.count(*ACTIVE_STATES)
 
     @property
     def queued(self) -> int:

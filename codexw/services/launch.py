@@ -431,7 +431,7 @@ def conversation_of(store: Store, job_id: int) -> Job:
     job = store.get_job(job_id)
     attempts = store.attempt_chain(store.latest_attempt(job.id))
     newest = attempts[-1] if attempts else job
-    if newest.state.is_active or newest.state == JobState.QUEUED:
+    if newest.state.is_open:
         raise UsageError(
             f"job {newest.id} is still {newest.state.value}: a conversation takes one turn at a time",
             f"wait for it first: codexw wait {newest.id}",
