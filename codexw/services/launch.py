@@ -22,6 +22,10 @@ from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
 from codexw.services.common import open_store
 
+CELERY_HINT = (  # codexw is installed from a checkout (README): the extra comes from there too
+    "in codexw's environment: pip install '/path/to/codexw[celery]'"
+    " (pipx: pipx inject codexw 'celery[redis]')"
+)
 PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -249,9 +253,7 @@ def check_remote(cfg: Config) -> None:
             "give --broker redis://HOST:6379/0, set CODEXW_BROKER_URL or broker_url in the config",
         )
     if importlib.util.find_spec("celery") is None or importlib.util.find_spec("redis") is None:
-        raise UsageError(
-            "the Celery backend is not installed", "pip install 'codexw[celery]'"
-        )
+        raise UsageError("the Celery backend is not installed", CELERY_HINT)
 
 
 def check_after(store: Store, after: tuple[int, ...]) -> None:

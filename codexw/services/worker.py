@@ -19,6 +19,7 @@ from codexw.core.config import load_config
 from codexw.core.durations import parse_duration
 from codexw.core.errors import CodexMissingError, ConfigError, UsageError
 from codexw.services import doctor
+from codexw.services.launch import CELERY_HINT
 
 DEFAULT_MAX_JOB_TIME = 4 * 3600.0
 DEFAULT_KILL_GRACE = 10.0
@@ -74,7 +75,7 @@ def check(req: WorkerRequest) -> WorkerPlan:
     if req.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     if importlib.util.find_spec("celery") is None or importlib.util.find_spec("redis") is None:
-        raise UsageError("the Celery backend is not installed", "pip install 'codexw[celery]'")
+        raise UsageError("the Celery backend is not installed", CELERY_HINT)
     if req.codex_home:
         home = Path(req.codex_home).expanduser()
         if not home.is_dir():
