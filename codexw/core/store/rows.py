@@ -87,7 +87,7 @@ class _Reader:
             kind = _KINDS.get(str(f.type))
             default = f.default if f.default is not MISSING else None
             if kind is None or f.name not in self.keys:
-                if f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
+                if f.default is MISSING and f.default_factory is MISSING:
                     self.problems.append(f"{f.name}: missing")
                     values[f.name] = _fallback(f.type)
                 continue
