@@ -334,65 +334,122 @@ def test_quiet_prints_nothing_when_all_is_well(cx: Env) -> None:
 # -- interrupted runs and concurrency -------------------------------------------------------
 
 
-class Crash(BaseException):
-    """Stands for the process dying at this point."""
+def _strays(cx: Env, count: int, days: float) -> dict[Path, bytes]:
+    """Finished reports the registry does not know (they go by mtime), `days` old."""
+    workers = cx.project / ".codexw" / "workers"
+    workers.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for i in range(count):
+        path = workers / f"20200101_000000_{50000 + i}_codex_task.md"
+        path.write_bytes(f"# stray {i}\n".encode() * 50)
+        os.utime(path, (time.time() - days * DAY,) * 2)
+        made[path] = path.read_bytes()
+    return made
 
 
-@pytest.mark.parametrize("step", ["written", "linked", "synced", "recorded"])
-def test_interrupted_archive_is_finished_by_the_next_run(
-    cx: Env, monkeypatch: pytest.MonkeyPatch, step: str
-) -> None:
-    from codexw.core import archive
-    from codexw.services import cleanup as svc
-    from codexw.services import cleanup_work as work
+def _whole_somewhere(cx: Env, texts: dict[Path, bytes]) -> None:
+    """Every report is whole in place, in the archive, or both."""
+    archived = {p.name[:-3]: p for p in (cx.project / ".codexw" / "archive").rglob("*.md.gz")}
+    for path, text in texts.items():
+        if not path.exists():
+            assert gunzip(archived[path.name]) == text, path
 
+
+@pytest.mark.parametrize("when", ["first copy linked", "originals going"])
+def test_a_cleanup_killed_mid_run_is_finished_by_the_next(cx: Env, when: str) -> None:
     jobs = run_jobs(cx, ["a", "b"])
-    age(cx, [j["id"] for j in jobs], 10)
-    originals = {j["id"]: Path(j["report_path"]).read_bytes() for j in jobs}
+    age(cx, [j["id"] for j in jobs], 60)  # oldest: in the first batch
+    texts = {Path(j["report_path"]): Path(j["report_path"]).read_bytes() for j in jobs}
+    texts.update(_strays(cx, 1200, 30))  # three batches
+    archive = cx.project / ".codexw" / "archive"
 
-    def crash_after(real):  # type: ignore[no-untyped-def]
-        def wrapper(*a, **kw):  # type: ignore[no-untyped-def]
-            real(*a, **kw)
-            raise Crash(step)
-        return wrapper
+    def reached() -> bool:
+        if when == "first copy linked":
+            return any(archive.rglob("*.md.gz"))
+        return sum(1 for p in texts if not p.exists()) > 0
 
-    def crash_before(real):  # type: ignore[no-untyped-def]
-        def wrapper(*a, **kw):  # type: ignore[no-untyped-def]
-            raise Crash(step)
-        return wrapper
+    proc = subprocess.Popen([sys.executable, "-m", "codexw", "cleanup", "--age", "7", "--quiet"],
+                            cwd=cx.project, env=cx.env)
+    deadline = time.monotonic() + 60
+    try:
+        while not reached() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)  # tight: the run must still be going when it is killed
+        assert proc.poll() is None, f"cleanup ended before '{when}' was seen"
+    finally:
+        proc.kill()  # SIGKILL: no handler, no cleanup of its own
+        proc.wait()
 
-    # written: the .gz is a temporary file; linked: the copy is in place, the registry
-    # still names the original; synced: the same, made durable; recorded: the registry
-    # names the copy, the original is still there.
-    where, name, when = {"written": (archive, "write_copy", crash_after),
-                         "linked": (work, "_publish", crash_after),
-                         "synced": (work, "_barrier", crash_after),
-                         "recorded": (work, "_remove_original", crash_before)}[step]
-    with monkeypatch.context() as patch:
-        patch.setattr(where, name, when(getattr(where, name)))
-        with pytest.raises(Crash):
-            svc.cleanup(svc.CleanupRequest(cwd=str(cx.project), age="7"))
-
-    # Whatever the step, every report is whole somewhere the registry or the disk shows.
+    _whole_somewhere(cx, texts)
     for job in jobs:
-        original = Path(job["report_path"])
-        packed = archive_path(cx, job)
-        recorded = Path(cx.job(job["id"])["report_path"])
-        assert recorded.exists()
-        assert original.exists() or gunzip(packed) == originals[job["id"]]
+        assert Path(cx.job(job["id"])["report_path"]).exists()
 
-    result = svc.cleanup(svc.CleanupRequest(cwd=str(cx.project), age="7"))
+    data = cleanup(cx, "--age", "7")
 
-    assert result.ok, result.errors
+    assert data["ok"], data["errors"]
+    assert not any(p.exists() for p in texts)
+    _whole_somewhere(cx, texts)
     for job in jobs:
-        packed = archive_path(cx, job)
-        assert not Path(job["report_path"]).exists()
-        assert gunzip(packed) == originals[job["id"]]
-        assert cx.job(job["id"])["report_path"] == str(packed)
+        assert cx.job(job["id"])["report_path"] == str(archive_path(cx, job))
     leftovers = [p for p in cx.project.rglob("*") if p.name.startswith(".cleanup-")]
     leftovers += [p for p in (cx.state / "logs").iterdir() if p.name.startswith(".cleanup-")]
     assert leftovers == []
-    assert len(list((cx.project / ".codexw").rglob("*.md.gz"))) == 2
+    assert len(list(archive.rglob("*.md.gz"))) == len(texts)
+
+
+@pytest.mark.parametrize("step", ["written", "linked", "recorded"])
+def test_what_a_stop_between_steps_leaves_is_finished(cx: Env, step: str) -> None:
+    """The disk and registry as a run that stopped after each step leaves them:
+    written: a temporary copy with no name; linked: the copy in place, the registry
+    still names the original; recorded: the registry names the copy, the original is
+    still there."""
+    (job,) = run_jobs(cx, ["a"])
+    age(cx, [job["id"]], 10)
+    original = Path(job["report_path"])
+    text = original.read_bytes()
+    packed = archive_path(cx, job)
+    if step == "written":
+        packed.parent.mkdir(parents=True)
+        (packed.parent / ".cleanup-999999abcdef-0000.tmp").write_bytes(gzip.compress(text)[:9])
+    else:
+        cleanup(cx, "--age", "7")
+        original.write_bytes(text)
+        if step == "linked":
+            with cx.db() as db:
+                db.execute("UPDATE jobs SET report_path = ? WHERE id = ?", (str(original),
+                                                                             job["id"]))
+            db.close()
+
+    data = cleanup(cx, "--age", "7")
+
+    assert data["ok"], data["errors"]
+    assert data["repaired"] == 1 and data["archived"] == (step == "written")
+    assert not original.exists() and gunzip(packed) == text
+    assert cx.job(job["id"])["report_path"] == str(packed)
+    assert [p.name for p in packed.parent.iterdir()] == [packed.name]
+
+
+def test_a_full_disk_leaves_every_report_in_place(cx: Env) -> None:
+    from tests.faults.helpers import fill_disk, tmpfs
+
+    jobs = run_jobs(cx, ["a", "b"])
+    age(cx, [j["id"] for j in jobs], 10)
+    texts = {Path(j["report_path"]): Path(j["report_path"]).read_bytes() for j in jobs}
+    archive = cx.project / ".codexw" / "archive"
+    with tmpfs(archive, "256k"):
+        filler = fill_disk(archive)
+        rows = registry(cx)
+
+        proc = cx.run("cleanup", "--age", "7", "--quiet")
+
+        assert proc.returncode == 1 and "No space left" in proc.stderr
+        assert all(p.read_bytes() == t for p, t in texts.items())
+        assert [r for r in registry(cx)] == rows
+        assert [p.name for p in archive.rglob("*") if p.is_file()] == ["filler"]
+        filler.unlink()
+        data = cleanup(cx, "--age", "7")
+        assert data["ok"] and data["archived"] == 2
+        for job in jobs:
+            assert gunzip(archive_path(cx, job)) == texts[Path(job["report_path"])]
 
 
 def test_what_a_machine_crash_can_leave_is_repaired(cx: Env) -> None:
