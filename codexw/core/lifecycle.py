@@ -1,12 +1,14 @@
 """How a job ends: the final report, the recorded outcome, and the retry that may follow.
 
-Used by the runner (which owns its job), by reconcile (a runner that vanished) and
-by kill/cancel (a job that never got a runner).
+Used by the process that ran a job (`finalize`: the local runner, a remote job's
+stand-in), by reconcile (a runner that vanished) and by kill/cancel (a job that never
+got a runner): `end_without_runner`.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +17,12 @@ from typing import Any
 from codexw.core import envfile, events, paths, process, reports
 from codexw.core.codex import RunSummary
 from codexw.core.errors import CodexwError
-from codexw.core.models import Job, JobSpec, JobState
+from codexw.core.models import TOKEN_KEYS, Job, JobSpec, JobState
 from codexw.core.store import Store
 
 # What `--halt-on-failure` reacts to: failures, not what a user cancelled or killed.
 HALTING = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.LOST})
+RECORD_RETRY_LIMIT = 900.0  # keep trying this long to record an outcome (disk full)
 
 
 @dataclass
@@ -242,6 +245,77 @@ def record_end(
             # would be open by now, in this same transaction): remove it after the commit.
             store.after_commit(lambda: envfile.remove(key))
     return True, retry_id
+
+
+def finalize(store: Store, job: Job, ending: Ending, summary: RunSummary | None) -> None:
+    """The process that ran `job` (or stood in for it) records how it ended, once: the
+    final report first, then the outcome and any retry in one transaction.
+
+    A registry that no longer holds this attempt (made anew meanwhile: `job_key`
+    differs) still gets the report written; nothing is recorded over another job."""
+    ended_at = time.time()
+    current = store.find_job(job.id)
+    if current is None or current.job_key != job.job_key:
+        current = job
+    current.state = ending.state
+    current.ended_at = ended_at
+    current.exit_code = ending.exit_code
+    current.reason = ending.reason
+    final, problem = write_final_report(current, summary)
+    if problem:
+        ending.reason = f"{ending.reason}; {problem}" if ending.reason else problem
+    _record_patiently(store, current, ending, ended_at, summary, final)
+
+
+def _record_patiently(
+    store: Store, job: Job, ending: Ending, ended_at: float, summary: RunSummary | None,
+    final: Path | None,
+) -> None:
+    """Record the outcome. A registry that cannot be written right now (disk full, I/O
+    error) is tried again for a while: the recording process is alive, so nobody marks
+    the job lost meanwhile, and the outcome lands as soon as there is room."""
+    give_up = time.monotonic() + RECORD_RETRY_LIMIT
+    delay = 0.5
+    while True:
+        try:
+            with store.transaction():
+                recorded, _ = record_end(
+                    store, job, ending, ended_at=ended_at, summary=summary,
+                    report_path=str(final) if final else None,
+                )
+                if recorded and final is None:  # no report anywhere: not even the TEMP
+                    store.set_report_path(job.id, None)
+            if not recorded and final is not None and store.owns(job.id, job.job_key):
+                # Someone else ended this very attempt and wrote its report: ours, which
+                # we just created, is the duplicate. A registry that no longer holds the
+                # attempt proves nothing: our report stays.
+                final.unlink(missing_ok=True)
+            return
+        except CodexwError as exc:
+            if time.monotonic() >= give_up:
+                raise
+            try:
+                sys.stderr.write(f"codexw: job {job.id} not recorded yet: {exc}\n")
+                sys.stderr.flush()
+            except OSError:
+                pass
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def usage_before(store: Store, job_id: int | None) -> dict[str, int]:
+    """Tokens the earlier runs of a resumed conversation used (codex reports the total)."""
+    total = dict.fromkeys(TOKEN_KEYS, 0)
+    seen: set[int] = set()
+    while job_id is not None and job_id not in seen:
+        seen.add(job_id)
+        earlier = store.find_job(job_id)
+        if earlier is None:
+            break
+        for key in TOKEN_KEYS:
+            total[key] += earlier.tokens.get(key, 0)
+        job_id = earlier.spec.resume_of
+    return total
 
 
 def end_without_runner(store: Store, job: Job, ending: Ending) -> bool:

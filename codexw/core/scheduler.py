@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from codexw.core import process
 from codexw.core.backend import Backend, backend_for
 from codexw.core.lifecycle import Ending, end_without_runner
 from codexw.core.models import Job, JobState
-from codexw.core.store.rows import Unreadable
 from codexw.core.store import Store
+from codexw.core.store.rows import Unreadable
 
 
 @dataclass
@@ -199,3 +200,20 @@ def _known_backend(job: Job) -> Backend | None:
         return backend_for(job.spec.backend)
     except (KeyError, TypeError, ImportError):
         return None
+
+
+LINGER_LIMIT = 900.0  # a runner stays this long at most to start a retry whose backoff is due
+
+
+def linger(store: Store, stopped: Callable[[], bool]) -> None:
+    """Start retries whose backoff runs out soon, since no daemon will (the caller is a
+    runner whose work is done). The registry is read again every few seconds: a retry
+    cancelled meanwhile ends the wait."""
+    give_up = time.time() + LINGER_LIMIT
+    while not stopped():
+        due = store.next_due(time.time())
+        if due is None or due > give_up:
+            return
+        time.sleep(min(max(0.0, due - time.time()), 5.0))
+        if time.time() >= due:
+            fill_slots(store)

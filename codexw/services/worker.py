@@ -63,7 +63,7 @@ class WorkerPlan:
     loglevel: str
 
     def to_dict(self) -> dict[str, object]:
-        from codexw.backends.protocol import mask_url
+        from codexw.backends.celery.protocol import mask_url
 
         data = dict(self.__dict__)
         data["broker_url"] = mask_url(self.broker_url)
@@ -146,7 +146,7 @@ def _duration(value: str | None, flag: str, default: float) -> float:
 def _check_broker(url: str) -> None:
     import redis
 
-    from codexw.backends.protocol import mask_url
+    from codexw.backends.celery.protocol import mask_url
 
     try:
         redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5).ping()
@@ -175,7 +175,7 @@ def prune_logs(directory: Path, now: float | None = None) -> int:
 
 def run(plan: WorkerPlan) -> None:
     """Consume the queue until the worker is stopped (blocks)."""
-    from codexw.backends.celery_app import WorkerSettings, run_worker
+    from codexw.backends.celery.app import WorkerSettings, run_worker
 
     paths.ensure_state_dir()
     prune_logs(Path(plan.log_dir))

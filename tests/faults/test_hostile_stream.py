@@ -16,8 +16,9 @@ import pytest
 
 from codexw.core.events import MAX_DEPTH, MAX_LINE_BYTES
 from codexw.core.models import TOKEN_KEYS, JobSpec
+from codexw.core.run import CodexRun, StopRequest
 from codexw.core.store import Store
-from codexw.runner import Runner
+from codexw.runner import RegistrySink
 from tests.conftest import Env
 
 INT64_MAX = 2**63 - 1
@@ -87,7 +88,7 @@ def test_hostile_event_lines_are_kept_noted_and_the_job_ends_properly(cx: Env, e
     assert raw_out.returncode == 0 and stream in raw_out.stdout
 
 
-# -- linear time on one huge line: Runner.run in this process, codex a writer process ----
+# -- linear time on one huge line: CodexRun.follow in this process, codex a writer process --
 
 WRITER = """
 import os, sys
@@ -109,14 +110,15 @@ def _run_cpu(store: Store, project: Path, kind: str, size: int) -> float:
                    project=str(project), codex_bin="codex")
     with store.transaction():
         job_id = store.insert_job(spec, now=time.time())
-    runner = Runner(store, store.get_job(job_id))
+    job = store.get_job(job_id)
+    runner = CodexRun(job.spec, RegistrySink(store, job, StopRequest()), dict(os.environ))
     runner.log_fd = os.open(project / f"{job_id}.jsonl", os.O_WRONLY | os.O_CREAT, 0o600)
     runner.codex = subprocess.Popen([sys.executable, "-c", WRITER, str(size), kind],
                                     stdout=subprocess.PIPE, start_new_session=True)
     wake_r, wake_w = os.pipe()
     try:
         start = time.process_time()  # this process: the runner's loop, not the writer
-        ending = runner.run(wake_r)
+        ending = runner.follow(wake_r)
         spent = time.process_time() - start
     finally:
         for fd in (wake_r, wake_w, runner.log_fd):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from codexw.backends import protocol
+from codexw.backends.celery import protocol
 from codexw.core import lifecycle, reports
 from codexw.core.codex import RunSummary, is_transient
 from codexw.core.events import MAX_DEPTH, MAX_LINE_BYTES, LineSplitter, Skipped, too_deep
@@ -356,8 +356,9 @@ class _Entries:
 
 @pytest.mark.skipif(importlib.util.find_spec("redis") is None, reason="redis not installed")
 def test_a_long_line_crosses_from_worker_to_submitter_in_bounded_parts(tmp_path: Path) -> None:
-    from codexw.backends.remote import RemoteRun
-    from codexw.backends.worker_run import FORWARD_SIZE, WorkerRun
+    from codexw.backends.celery.remote import RemoteRun
+    from codexw.backends.celery.worker import FORWARD_SIZE, StreamSink
+    from codexw.core.run import StopRequest
 
     text = "é" * (3 << 20)  # 6 MiB of two-byte characters: parts must not split one
     log = (_line({"type": "thread.started", "thread_id": "th-9"}) + "\n"
@@ -365,17 +366,15 @@ def test_a_long_line_crosses_from_worker_to_submitter_in_bounded_parts(tmp_path:
                                                             "text": text}}, ensure_ascii=False)
            + "\n"
            + _turn(input_tokens=5)).encode()  # the last line is not finished yet
-    worker = WorkerRun.__new__(WorkerRun)
-    worker.log_dir, worker.task_id, worker.stream = tmp_path, "task", _Entries()
-    worker.sent, worker.last_flush, worker.last_refresh, worker.dirty = 0, 0.0, time.monotonic(), True
+    stream = _Entries()
+    worker = StreamSink("task", stream, tmp_path, "node", StopRequest())  # type: ignore[arg-type]
     worker.log_file().write_bytes(log)
 
-    worker.flush()  # complete lines only, in parts of at most FORWARD_SIZE bytes
+    worker.on_progress(RunSummary(), changed=True)  # complete lines, parts ≤ FORWARD_SIZE
     parts = [p.encode() for p in worker.stream.sent]
     assert all(len(p) <= FORWARD_SIZE for p in parts) and len(parts) >= 6
     assert b"".join(parts) == log[: log.rfind(b"\n") + 1]  # no character cut in two
-    worker.dirty = True
-    worker.flush(force=True)  # the end of the run: the unfinished line too
+    worker.forward(force=True)  # the end of the run: the unfinished line too
     assert "".join(worker.stream.sent).encode() == log
 
     submitter = RemoteRun.__new__(RemoteRun)

@@ -14,11 +14,11 @@ from codexw.core.models import Job
 
 class CeleryBackend(RunnerBackend):
     name = "celery"
-    runner_module = "codexw.backends.remote"
+    runner_module = "codexw.backends.celery.remote"
 
     def stop_leftovers(self, job: Job) -> None:
         """The stand-in vanished: flag the task killed and revoke it on its worker."""
-        from codexw.backends.remote import revoke  # imports celery: remote jobs only
+        from codexw.backends.celery.remote import revoke  # imports celery: remote jobs only
 
         revoke(job)
 

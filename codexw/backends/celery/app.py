@@ -2,7 +2,7 @@
 
 Imported only when the Celery backend is used. Broker and result backend are the same
 Redis; the progress stream and the kill flag of a task live there too
-(codexw.backends.protocol).
+(codexw.backends.celery.protocol).
 
 Delivery guarantees: tasks are acknowledged late, a worker prefetches one task per
 pool process, a pool process that dies puts its task back (reject on worker lost),
@@ -24,7 +24,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init
 
-from codexw.backends import protocol
+from codexw.backends.celery import protocol
 from codexw.core import process
 
 DEFAULT_MAX_JOB_TIME = 4 * 3600.0
@@ -93,15 +93,15 @@ def make_app(broker_url: str, queue: str, visibility_timeout: float | None = Non
 
 def _run_job(task: Any, payload: dict[str, Any]) -> dict[str, Any]:
     """The task: run one job to completion on this worker and return its result."""
-    from codexw.backends import worker_run
+    from codexw.backends.celery import worker
 
     if SETTINGS is None:  # pragma: no cover - a worker not started by `codexw worker`
         raise RuntimeError("this worker was not started by `codexw worker`")
     try:
-        return worker_run.execute(
+        return worker.execute(
             payload, task_id=task.request.id, node=task.request.hostname or "?", settings=SETTINGS
         )
-    except worker_run.Busy:
+    except worker.Busy:
         # Another delivery of this task still runs it (or Redis did not answer): look
         # again when its lock would have run out if that delivery were dead.
         raise task.retry(countdown=protocol.LOCK_TTL, max_retries=None) from None

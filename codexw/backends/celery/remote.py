@@ -1,4 +1,4 @@
-"""The runner of a remote job: `python -m codexw.backends.remote JOB`.
+"""The stand-in runner of a remote job: `python -m codexw.backends.celery.remote JOB KEY`.
 
 It stands in for the local runner on the submitting machine, so the registry, the
 daemonless queue, `status`, `wait`, `logs` and `kill` treat a remote job like a local
@@ -14,18 +14,17 @@ reports the job killed.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 import uuid
 from typing import Any
 
-from codexw import runner as local_runner
-from codexw.backends import protocol
+from codexw.backends.celery import protocol
 from codexw.core import lifecycle, process, scheduler
 from codexw.core.codex import RunSummary
 from codexw.core.lifecycle import Ending
 from codexw.core.models import Job, JobState
+from codexw.core.run import StopRequest, Throttle
 from codexw.core.store import Store
 
 STATE_CHECK_INTERVAL = 2.0
@@ -38,7 +37,7 @@ class Client:
     def __init__(self, broker_url: str, queue: str) -> None:
         import redis
 
-        from codexw.backends.celery_app import make_app
+        from codexw.backends.celery.app import make_app
 
         self.broker_url = broker_url
         self.queue = queue
@@ -92,16 +91,17 @@ def time_limit_for(job: Job) -> float | None:
 
 
 class RemoteRun:
-    def __init__(self, store: Store, job: Job) -> None:
+    def __init__(self, store: Store, job: Job, stop: StopRequest) -> None:
         self.store = store
         self.job = job
+        self.stop = stop
+        self.progress = Throttle()
         self.summary = RunSummary()  # progress, from the lines as they arrive
         self.result: dict[str, Any] | None = None
         self.started = False
         self.host: str | None = None
         self.log_fd = -1
         self.dirty = False
-        self.last_flush = 0.0
         self.deliveries = 0
 
     # -- the run -------------------------------------------------------------------
@@ -119,7 +119,7 @@ class RemoteRun:
         where = f"{protocol.mask_url(spec.broker_url)} queue {spec.queue}"
         try:
             client = Client(spec.broker_url, spec.queue or "codex")
-            baseline = local_runner.usage_before(self.store, spec.resume_of)
+            baseline = lifecycle.usage_before(self.store, spec.resume_of)
             client.send(task_id, protocol.payload_for(self.job, baseline), time_limit_for(self.job))
         except Exception as exc:  # kombu/redis raise many kinds; all mean "not sent"
             return Ending(JobState.FAILED, f"could not send the job to {where}: {exc}",
@@ -133,7 +133,7 @@ class RemoteRun:
         next_state_check = time.monotonic() + STATE_CHECK_INTERVAL
         broker_down_since: float | None = None
         while True:
-            if local_runner._stop_signal is not None and kill_deadline is None:
+            if self.stop.requested and kill_deadline is None:
                 kill_deadline = time.monotonic() + self.job.spec.kill_grace + KILL_CONFIRM_MARGIN
                 try:
                     client.kill(task_id)
@@ -188,7 +188,7 @@ class RemoteRun:
             return None
         if state not in ("FAILURE", "REVOKED"):
             return None
-        if state == "REVOKED" and self.started and local_runner._stop_signal is not None:
+        if state == "REVOKED" and self.started and self.stop.requested:
             return None  # revoked by our kill: the worker reports once codex's group is gone
         # The `end` entry is written before the task returns: one last look for it.
         try:
@@ -201,7 +201,7 @@ class RemoteRun:
         except Exception:
             pass
         if state == "REVOKED":
-            why = "killed by `codexw kill`" if local_runner._stop_signal else "revoked on the worker"
+            why = "killed by `codexw kill`" if self.stop.requested else "revoked on the worker"
             return Ending(JobState.KILLED, why)
         return Ending(JobState.FAILED, f"the worker failed the task: {type_name(info)}: {info}")
 
@@ -251,10 +251,8 @@ class RemoteRun:
         self.flush(force=True)
 
     def flush(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and (not self.dirty or now - self.last_flush < local_runner.PROGRESS_INTERVAL):
+        if not (force or self.dirty) or not self.progress.due(force):
             return
-        self.last_flush = now
         self.dirty = False
         lifecycle.record_progress(self.store, self.store.get_job(self.job.id), self.summary)
 
@@ -272,22 +270,10 @@ class RemoteRun:
                 self.host = str(self.result["host"])
         elif summary is None and self.summary.warnings:
             summary = self.summary
-        ended_at = time.time()
-        with self.store.transaction():
-            if self.host:
+        if self.host:
+            with self.store.transaction():
                 self.store.set_remote(self.job.id, host=self.host)
-        job = self.store.get_job(self.job.id)
-        job.state = ending.state
-        job.ended_at = ended_at
-        job.exit_code = ending.exit_code
-        job.reason = ending.reason
-        final, problem = lifecycle.write_final_report(job, summary)
-        if problem:
-            ending.reason = f"{ending.reason}; {problem}" if ending.reason else problem
-        lifecycle.record_end(
-            self.store, job, ending, ended_at=ended_at, summary=summary,
-            report_path=str(final) if final else None,
-        )
+        lifecycle.finalize(self.store, self.job, ending, summary)
         if self.log_fd >= 0:
             os.close(self.log_fd)
             self.log_fd = -1
@@ -311,22 +297,22 @@ def revoke(job: Job) -> None:
 def main(argv: list[str]) -> int:
     job_id = int(argv[1])
     job_key = argv[2] if len(argv) > 2 else None
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, local_runner._on_signal)
+    stop = StopRequest()
+    stop.install()
     store = Store.open()
     me = os.getpid()
     with store.transaction():
         adopted = store.adopt(job_id, me, process.create_time(me), job_key)
     if not adopted:
         return 0
-    remote = RemoteRun(store, store.get_job(job_id))
-    if local_runner._stop_signal is not None or remote.job.kill_requested:
+    remote = RemoteRun(store, store.get_job(job_id), stop)
+    if stop.requested or remote.job.kill_requested:
         ending = Ending(JobState.KILLED, "killed by `codexw kill` before it was sent")
     else:
         ending = remote.run()
     remote.finish(ending)
     scheduler.fill_slots(store)
-    local_runner.linger(store)
+    scheduler.linger(store, lambda: stop.requested)
     return 0
 
 

@@ -1,9 +1,9 @@
-"""Run one job on a Celery worker with the local runner's machinery, without a registry.
+"""Run one job on a Celery worker: the same codex run as a local runner's, without a registry.
 
-codex runs exactly as under a local runner (codexw.runner.Runner: own process group,
-timeout, TERM → grace → KILL of the group, approval never); instead of a registry the
-run forwards its raw event lines to the task's Redis stream and returns the outcome,
-the run summary and the final message.
+codex runs exactly as under a local runner (core.run.CodexRun: own process group,
+timeout, TERM → grace → KILL of the group, approval never); its sink, instead of a
+registry, forwards the raw event lines to the task's Redis stream, and the task
+returns the outcome, the run summary and the final message.
 """
 
 from __future__ import annotations
@@ -17,26 +17,20 @@ from typing import Any
 
 import redis
 
-from codexw.backends import protocol
-from codexw.backends.celery_app import WorkerSettings
+from codexw.backends.celery import protocol
+from codexw.backends.celery.app import WorkerSettings
+from codexw.core import paths, process
 from codexw.core.codex import RunSummary
 from codexw.core.lifecycle import Ending
 from codexw.core.models import Job, JobState
-from codexw.runner import PROGRESS_INTERVAL, Runner
+from codexw.core.run import CodexRun, StopRequest, Throttle, codex_env
 
 FORWARD_SIZE = 1 << 20  # the most bytes of the log one `lines` stream entry carries
-
-_signal_seen: int | None = None
 
 
 class Busy(Exception):
     """Another delivery of the same task holds its lock, or Redis did not answer before
     anything ran: the task is tried again later."""
-
-
-def _on_signal(signum: int, _frame: object) -> None:
-    global _signal_seen
-    _signal_seen = signum
 
 
 class Stream:
@@ -88,20 +82,23 @@ class Stream:
             pass
 
 
-class WorkerRun(Runner):
-    """A Runner whose hooks talk to the task's stream instead of the registry."""
+class StreamSink:
+    """A worker run's reports: the start, the raw event lines and kill checks, through
+    the task's Redis stream."""
 
-    def __init__(self, job: Job, task_id: str, stream: Stream, log_dir: Path, node: str) -> None:
-        super().__init__(None, job)  # type: ignore[arg-type]
+    def __init__(self, task_id: str, stream: Stream, log_dir: Path, node: str,
+                 stop: StopRequest) -> None:
         self.task_id = task_id
         self.stream = stream
         self.log_dir = log_dir
         self.node = node
+        self.stop = stop
         self.sent = 0  # bytes of the log already forwarded
         self.started_at: float | None = None
         self.kill_seen = False
-        self.last_kill_check = 0.0
-        self.last_refresh = time.monotonic()
+        self.kill_check = Throttle(0.5)
+        self.lock_refresh = Throttle(protocol.LOCK_REFRESH)
+        self.lock_refresh.due()  # the lock was just taken
         for stale in (self.log_file(), self.log_file().with_suffix(".stderr.log")):
             try:  # an earlier delivery of this task on this machine
                 stale.unlink()
@@ -111,21 +108,19 @@ class WorkerRun(Runner):
     def log_file(self) -> Path:
         return self.log_dir / f"{self.task_id}.jsonl"
 
-    def on_started(self, log: Path) -> None:
-        assert self.codex is not None
+    def on_started(self, codex_pid: int) -> bool:
         self.started_at = time.time()
         self.stream.add(
             "start",
-            {"host": self.node, "pid": os.getpid(), "codex_pid": self.codex.pid,
-             "started_at": self.started_at, "log": str(log)},
+            {"host": self.node, "pid": os.getpid(), "codex_pid": codex_pid,
+             "started_at": self.started_at, "log": str(self.log_file())},
         )
+        return True
 
     def stop_requested(self) -> bool:
-        if _signal_seen is not None:
+        if self.stop.requested:
             return True
-        now = time.monotonic()
-        if now - self.last_kill_check >= 0.5:
-            self.last_kill_check = now
+        if self.kill_check.due():
             self.kill_seen = self.kill_seen or self.stream.kill_requested()
         return self.kill_seen
 
@@ -133,21 +128,21 @@ class WorkerRun(Runner):
         if self.kill_seen or self.stream.kill_requested():
             self.kill_seen = True
             return Ending(JobState.KILLED, "killed by `codexw kill`")
-        name = signal.Signals(_signal_seen).name if _signal_seen else "a signal"
-        return Ending(JobState.KILLED, f"the worker's pool process received {name}")
+        return Ending(JobState.KILLED, f"the worker's pool process received {self.stop.name}")
 
-    def flush(self, force: bool = False) -> None:
-        """Forward the complete lines codex wrote since the last flush."""
-        now = time.monotonic()
-        if now - self.last_refresh >= protocol.LOCK_REFRESH:
-            self.last_refresh = now
+    def on_turn_ended(self) -> None:
+        pass  # the report is rendered on the submitting side
+
+    def on_progress(self, summary: RunSummary, changed: bool) -> None:
+        if self.lock_refresh.due():
             self.stream.refresh()
-        if not force and (not self.dirty or now - self.last_flush < PROGRESS_INTERVAL):
-            return
-        self.last_flush = now
-        self.dirty = False
+        if changed:
+            self.forward()
+
+    def forward(self, force: bool = False) -> None:
+        """Forward the complete lines codex wrote since the last time (all, if `force`)."""
         while True:
-            # Bounded reads: a line that never ends is not reread whole at every flush.
+            # Bounded reads: a line that never ends is not reread whole every time.
             try:
                 with self.log_file().open("rb") as fh:
                     fh.seek(self.sent)
@@ -166,7 +161,7 @@ class WorkerRun(Runner):
             try:
                 self.stream.add("lines", data.decode("utf-8", "replace"))
             except redis.RedisError:
-                return  # sent with the next flush
+                return  # sent with the next forward
             self.sent += len(data)
             if not full:
                 return
@@ -219,7 +214,8 @@ def _workdir(cwd: str, project: str, workspace: str | None) -> tuple[str, str, s
     return (candidate if os.path.isdir(candidate) else workspace), workspace, None
 
 
-def _result(ending: Ending, run: WorkerRun | None, node: str) -> dict[str, Any]:
+def _result(ending: Ending, run: CodexRun | None, sink: StreamSink | None,
+            node: str) -> dict[str, Any]:
     summary = run.summary if run is not None else RunSummary()
     return {
         "state": ending.state.value,
@@ -228,12 +224,12 @@ def _result(ending: Ending, run: WorkerRun | None, node: str) -> dict[str, Any]:
         "retryable": ending.retryable,
         "host": node,
         "pid": os.getpid(),
-        "started_at": run.started_at if run is not None else None,
+        "started_at": sink.started_at if sink is not None else None,
         "ended_at": time.time(),
         "summary": protocol.summary_to_dict(summary),
         "final_message": summary.final_message,
         "tokens": dict(summary.usage),
-        "log": str(run.log_file()) if run is not None else None,
+        "log": str(sink.log_file()) if sink is not None else None,
     }
 
 
@@ -265,7 +261,6 @@ def _add_end(stream: Stream, result: dict[str, Any], patience: float = 60.0) -> 
 
 def execute(payload: dict[str, Any], *, task_id: str, node: str, settings: WorkerSettings) -> dict[str, Any]:
     """Run the job once for this task, or return the result an earlier delivery recorded."""
-    global _signal_seen
     stream = Stream(_client(settings.broker_url), task_id)
     try:
         done = stream.finished()
@@ -273,48 +268,47 @@ def execute(payload: dict[str, Any], *, task_id: str, node: str, settings: Worke
             return done
         if stream.kill_requested():
             result = _result(Ending(JobState.KILLED, "killed by `codexw kill` before it started"),
-                             None, node)
+                             None, None, node)
             stream.add("end", result)
             return result
         if not stream.lock():
             raise Busy(task_id)
     except redis.RedisError as exc:
         raise Busy(f"{task_id}: {exc}") from None
-    _signal_seen = None
+    stop = StopRequest()
     # SIGTERM only: it is what a revoke with terminate, a hard time limit and the death
     # of the worker (see celery_app._pool_process_init) send. SIGINT stays ignored as
     # Celery set it, so Ctrl-C on a worker is a warm shutdown that lets jobs finish.
-    previous = signal.signal(signal.SIGTERM, _on_signal)
+    previous = signal.signal(signal.SIGTERM, stop)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
     old_wakeup = signal.set_wakeup_fd(wake_w)
     ppid = os.getppid()
-    run: WorkerRun | None = None
+    run: CodexRun | None = None
     try:
         job, problem = _job_for(payload, settings)
         Path(settings.log_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-        run = WorkerRun(job, task_id, stream, Path(settings.log_dir), node)
+        sink = StreamSink(task_id, stream, Path(settings.log_dir), node, stop)
+        marker = process.job_marker(job.id, str(paths.state_dir().resolve()))
+        run = CodexRun(job.spec, sink, codex_env(dict(os.environ), job.spec, marker))
         run.summary.usage_baseline = {
             k: int(v) for k, v in (payload.get("usage_baseline") or {}).items()
         }
-        if problem is None and _signal_seen is None and not run.stop_requested():
-            problem = run.start_codex()
-            ending = Ending(JobState.FAILED, problem) if problem else run.run(wake_r)
-            if run.codex is not None:
-                run.note_changed_files()
+        if problem is None and not sink.stop_requested():
+            ending = run.wrap_up(run.execute(wake_r))
         elif problem is not None:
             ending = Ending(JobState.FAILED, problem)
         else:
-            ending = run.kill_ending()
-        run.flush(force=True)
-        if _signal_seen is not None and not run.kill_seen:
+            ending = sink.kill_ending()
+        sink.forward(force=True)
+        if stop.requested and not sink.kill_seen:
             # Not a `codexw kill`: the worker is going away (it died, or a cold shutdown,
             # or a hard time limit). codex's group is stopped; leave no result so that
             # the task is delivered again (or failed by Celery), never recorded twice.
             stream.unlock()
             os._exit(70 if os.getppid() == ppid else 71)
-        result = _result(ending, run, node)
+        result = _result(ending, run, sink, node)
         _add_end(stream, result)
         return result
     finally:
@@ -326,4 +320,3 @@ def execute(payload: dict[str, Any], *, task_id: str, node: str, settings: Worke
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         os.close(wake_r)
         os.close(wake_w)
-        _signal_seen = None
