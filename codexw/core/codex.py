@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -49,6 +50,35 @@ PROMPT_SUFFIX = (
 def build_prompt(task: str) -> str:
     """What codex reads on stdin: the task, then the report format we ask for."""
     return task + PROMPT_SUFFIX
+
+
+def configured_model(spec: JobSpec) -> str | None:
+    """The model codex picks when codexw names none: a `-c model=…` override, else the
+    profile's (`$CODEX_HOME/<profile>.config.toml`), else `$CODEX_HOME/config.toml`'s;
+    None when none says (codex then uses its built-in default)."""
+    import tomllib
+
+    args = list(spec.codex_args)
+    profile = None
+    for flag, value in zip(args, args[1:], strict=False):
+        if flag == "-c" and value.replace(" ", "").startswith("model="):
+            try:
+                found = tomllib.loads("v = " + value.split("=", 1)[1]).get("v")
+            except ValueError:
+                found = None
+            return found[:200] if isinstance(found, str) and found else None
+        if flag in ("-p", "--profile"):
+            profile = value
+    home = Path(spec.codex_home or os.path.expanduser("~/.codex"))
+    candidates = [home / f"{profile}.config.toml"] if profile else []
+    for path in [*candidates, home / "config.toml"]:
+        try:
+            model = tomllib.loads(path.read_text(encoding="utf-8")).get("model")
+        except (OSError, ValueError):
+            continue
+        if isinstance(model, str) and model:
+            return model[:200]
+    return None
 
 
 def in_git_repo(cwd: str) -> bool:

@@ -1,4 +1,5 @@
-"""Which files a run changed, from `git status` before and after it.
+"""Which files a run changed, from `git status` before and after it (outside git, from
+two listings of the working directory).
 
 The real codex reports `file_change` items only for its own patch tool; a file
 written by a shell command shows up nowhere in the event stream. The runner takes
@@ -27,6 +28,7 @@ class Snapshot:
     top: str
     head: str | None = None
     entries: dict[str, tuple[str, tuple[int, int] | None]] = field(default_factory=dict)
+    walked: bool = False  # a listing of a folder outside git, not `git status`
 
 
 def _git(cwd: str, *args: str) -> bytes | None:
@@ -63,11 +65,41 @@ def _nearest_git_root(cwd: str) -> str | None:
         here = parent
 
 
+MAX_WALKED = 20_000  # outside git: the most files listed; a bigger tree is not compared
+
+
+def _walk(top: str) -> Snapshot | None:
+    """Outside git: every file under `top` with its size and mtime (codexw's own
+    folder and VCS folders skipped), or None for a tree too big to list cheaply."""
+    snap = Snapshot(top, None, walked=True)
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name not in (".git", ".hg", ".svn", ".codexw"):
+                        stack.append(entry.path)
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            snap.entries[os.path.relpath(entry.path, top)] = ("", (st.st_size, st.st_mtime_ns))
+            if len(snap.entries) > MAX_WALKED:
+                return None
+    return snap
+
+
 def snapshot(cwd: str) -> Snapshot | None:
-    """The working tree's state, or None outside a git repository / without git."""
+    """The working tree's state: `git status` inside a repository, else a listing of the
+    files under `cwd` (None when neither is possible)."""
     top = _git(cwd, "rev-parse", "--show-toplevel")
     if not top:
-        return None
+        return None if _nearest_git_root(cwd) else _walk(os.path.realpath(cwd))
     top_dir = top.decode("utf-8", "surrogateescape").strip()
     if os.path.realpath(top_dir) != _nearest_git_root(cwd):
         return None  # e.g. a stray `.git` that git skipped on its way up: not our project
@@ -105,6 +137,14 @@ def _kind(code: str) -> str:
 def delta(before: Snapshot, after: Snapshot) -> dict[str, str]:
     """path (relative to the top level) → add | update | delete, for what changed."""
     changed: dict[str, str] = {}
+    if before.walked:  # two listings of a folder outside git
+        for path, entry in after.entries.items():
+            old = before.entries.get(path)
+            if old != entry:
+                changed[path] = "add" if old is None else "update"
+        for path in before.entries.keys() - after.entries.keys():
+            changed[path] = "delete"
+        return changed
     for path, (code, stat) in after.entries.items():
         old = before.entries.get(path)
         if old is None or old != (code, stat):
@@ -134,7 +174,7 @@ def changed_files(before: Snapshot | None, cwd: str) -> dict[str, str]:
     """What changed since `before`, with paths relative to `cwd` when inside it."""
     if before is None:
         return {}
-    after = snapshot(cwd)
+    after = _walk(before.top) if before.walked else snapshot(cwd)
     if after is None:
         return {}
     changes = _committed(before, after)

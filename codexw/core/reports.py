@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from codexw.core import naming, paths
-from codexw.core.codex import RunSummary
+from codexw.core.codex import RunSummary, configured_model
 from codexw.core.durations import format_duration
 from codexw.core.errors import TemplateError
 from codexw.core.models import Job
@@ -149,7 +149,8 @@ def render_temp(job: Job, summary: RunSummary | None = None, state: str | None =
     lines += [
         "",
         f"**Task:** {_first_line(s.task)}",
-        f"**Started:** {fmt_time(job.started_at or job.queued_at)}",
+        (f"**Started:** {fmt_time(job.started_at)}" if job.started_at
+         else f"**Queued:** {fmt_time(job.queued_at)} (not started)"),
         f"**Reasoning Level:** {s.level}",
         f"**Type:** {s.type}  **Model:** {s.model or 'codex default'}  **Attempt:** "
         f"{job.attempt}/{s.retries + 1}",
@@ -210,6 +211,9 @@ def template_for(job_type: str, templates_dir: str | None) -> Path:
 def template_context(job: Job, summary: RunSummary | None = None) -> dict[str, Any]:
     summary = summary or RunSummary()
     data = job.to_dict()
+    if not job.spec.model:  # say which model codex's own config chose, when one did
+        model = configured_model(job.spec)
+        data["model"] = f"{model} (codex's config)" if model else None
     usage = dict(summary.usage) if summary.events else dict(job.tokens)
     usage["total_tokens"] = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
     data.update(
@@ -231,7 +235,8 @@ def template_context(job: Job, summary: RunSummary | None = None) -> dict[str, A
     return {
         "job": data,
         "TASK_DESCRIPTION": job.spec.task,
-        "START_TIME": fmt_time(job.started_at or job.queued_at),
+        # A job that never ran has no start time to show.
+        "START_TIME": fmt_time(job.started_at) if job.started_at else "never started",
         "REASONING_LEVEL": job.spec.level,
     }
 

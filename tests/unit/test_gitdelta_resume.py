@@ -61,11 +61,32 @@ def test_nothing_changed_means_no_files(repo: Path) -> None:
     assert gitdelta.changed_files(before, str(repo)) == {}
 
 
-def test_outside_a_repository_there_is_no_snapshot(tmp_path: Path) -> None:
+def test_outside_a_repository_the_files_are_listed_and_compared(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
-    plain.mkdir()
-    assert gitdelta.snapshot(str(plain)) is None
+    (plain / "sub").mkdir(parents=True)
+    (plain / "kept").write_text("kept\n")
+    (plain / "edited").write_text("old\n")
+    (plain / "gone").write_text("gone\n")
+    (plain / ".codexw").mkdir()
+    before = gitdelta.snapshot(str(plain))
+    assert before is not None and before.walked
+    (plain / "sub" / "made.txt").write_text("by a shell command\n")
+    (plain / "edited").write_text("new and longer\n")
+    (plain / "gone").unlink()
+    (plain / ".codexw" / "report.md").write_text("codexw's own\n")
+    assert gitdelta.changed_files(before, str(plain)) == {
+        os.path.join("sub", "made.txt"): "add", "edited": "update", "gone": "delete",
+    }
     assert gitdelta.changed_files(None, str(plain)) == {}
+
+
+def test_outside_a_repository_a_huge_tree_is_not_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gitdelta, "MAX_WALKED", 5)
+    for i in range(6):
+        (tmp_path / f"f{i}").write_text("x")
+    assert gitdelta.snapshot(str(tmp_path)) is None
 
 
 def _spec(tmp_path: Path, **kw: object) -> JobSpec:
