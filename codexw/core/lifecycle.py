@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codexw.core import envfile, events, paths, process, reports
+from codexw.core import envfile, events, naming, paths, process, reports
 from codexw.core.codex import RunSummary
 from codexw.core.errors import CodexwError
 from codexw.core.models import TOKEN_KEYS, Job, JobSpec, JobState
@@ -34,7 +34,7 @@ class Ending:
 
 
 def log_path(job_id: int) -> Path:
-    return paths.logs_dir() / f"{job_id}.jsonl"
+    return paths.logs_dir() / naming.job_log(job_id)
 
 
 def summary_from_log(job: Job) -> RunSummary:
