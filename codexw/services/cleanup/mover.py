@@ -25,7 +25,7 @@ from codexw.services.cleanup.result import Action, CleanupResult
 BATCH = 500
 # Copies and removals overlap in a few threads: most of each is a wait in the kernel
 # (journal, inode allocation) with the GIL released.
-THREADS = 4
+THREADS = 8
 
 
 @dataclass
