@@ -150,7 +150,7 @@ MAX_PATH_CHARS = 4096
 MAX_ERROR_CHARS = 4096
 MAX_WARNING_CHARS = 500
 # A thread id becomes an argv word of `codex exec resume`: a short token, never an option.
-_THREAD_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+THREAD_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 @dataclass
@@ -233,7 +233,7 @@ class RunSummary:
         kind = event.get("type")
         if kind == "thread.started":
             thread_id = event.get("thread_id")
-            if isinstance(thread_id, str) and _THREAD_ID_RE.fullmatch(thread_id):
+            if isinstance(thread_id, str) and THREAD_ID_RE.fullmatch(thread_id):
                 self.thread_id = thread_id
             elif thread_id is not None:
                 self._odd("thread.started", "thread_id", thread_id)

@@ -390,3 +390,37 @@ def test_a_long_line_crosses_from_worker_to_submitter_in_bounded_parts(tmp_path:
     summary = submitter.summary
     assert summary.thread_id == "th-9" and summary.usage["input_tokens"] == 5
     assert (summary.final_message or "").startswith("é" * 1000) and summary.bad_lines == 0
+
+
+def test_a_worker_summary_is_checked_again_when_it_crosses_the_broker(
+    store: Store, tmp_path: Path
+) -> None:
+    """The broker is a trust boundary: a worker's summary gets the same checks as codex's
+    events, so nothing SQLite refuses (or a runaway size) reaches the registry."""
+    from codexw.backends.celery.protocol import summary_from_dict
+
+    hostile = {
+        "thread_id": {"an": "object"},
+        "commands": [{"id": 1, "command": ["rm"], "exit_code": 2**70, "status": None}, 5],
+        "files": {"a" * 10_000: 7},
+        "messages": ["m" * (3 << 20), 9],
+        "warnings": "not a list",
+        "usage": {"input_tokens": 2**63, "output_tokens": True, "cached_input_tokens": -5},
+        "error": {"nested": [1, 2]},
+        "turn_failed": "yes",
+        "events": 2**80,
+    }
+    summary = summary_from_dict(hostile)
+    assert summary.thread_id is None and summary.turn_failed is False
+    assert summary.usage["input_tokens"] <= 10**12 and summary.usage["output_tokens"] == 0
+    assert summary.usage["cached_input_tokens"] == 0
+    assert all(run.exit_code is None for run in summary.commands.values())
+    assert isinstance(summary.error, str) and summary.warnings == []
+    assert all(len(m) <= (1 << 20) for m in summary.messages)
+    assert summary_from_dict("not a dict").events == 0
+    spec = JobSpec(task="t", level="low", type="workers", cwd=str(tmp_path),
+                   project=str(tmp_path), codex_bin="codex")
+    with store.transaction():  # what reaches the registry fits it
+        job_id = store.insert_job(spec, now=0.0)
+        assert store.finish(job_id, JobState.FAILED, ended_at=1.0, tokens=summary.usage,
+                            thread_id=summary.thread_id, reason=summary.error)

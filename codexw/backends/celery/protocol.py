@@ -17,7 +17,22 @@ import json
 import re
 from typing import Any
 
-from codexw.core.codex import CommandRun, RunSummary
+from codexw.core.codex import (
+    MAX_COMMAND_CHARS,
+    MAX_COMMANDS,
+    MAX_ERROR_CHARS,
+    MAX_FILES,
+    MAX_MESSAGE_CHARS,
+    MAX_MESSAGES,
+    MAX_PATH_CHARS,
+    MAX_TOKENS,
+    MAX_WARNING_CHARS,
+    MAX_WARNINGS,
+    THREAD_ID_RE,
+    CommandRun,
+    RunSummary,
+    bounded_text,
+)
 from codexw.core.models import TOKEN_KEYS, Job, JobSpec
 
 TASK_NAME = "codexw.run_job"
@@ -105,24 +120,55 @@ def summary_to_dict(summary: RunSummary) -> dict[str, Any]:
     }
 
 
-def summary_from_dict(data: dict[str, Any]) -> RunSummary:
+def summary_from_dict(data: object) -> RunSummary:
+    """A worker's run summary. It crossed the broker, so each value is checked again for
+    type and range, as codex's own events are (core.codex): what cannot be used is
+    dropped, and nothing SQLite refuses reaches the registry."""
     summary = RunSummary()
-    summary.thread_id = data.get("thread_id")
-    for c in data.get("commands") or []:
-        summary.commands[str(c.get("id"))] = CommandRun(
-            str(c.get("command", "")), c.get("exit_code"), str(c.get("status") or "completed")
-        )
-    summary.files = {str(k): str(v) for k, v in (data.get("files") or {}).items()}
-    summary.messages = [str(m) for m in data.get("messages") or []]
-    summary.warnings = [str(w) for w in data.get("warnings") or []]
-    usage = data.get("usage") or {}
-    summary.usage = {k: int(usage.get(k, 0)) for k in TOKEN_KEYS}
-    summary.error = data.get("error")
-    summary.turn_failed = bool(data.get("turn_failed"))
-    summary.last_action = data.get("last_action")
-    summary.events = int(data.get("events") or 0)
-    summary.bad_lines = int(data.get("bad_lines") or 0)
+    if not isinstance(data, dict):
+        return summary
+    thread = data.get("thread_id")
+    if isinstance(thread, str) and THREAD_ID_RE.fullmatch(thread):
+        summary.thread_id = thread
+    for c in _list(data.get("commands"))[-MAX_COMMANDS:]:
+        if isinstance(c, dict):
+            key = bounded_text(c.get("id"), 200) or str(len(summary.commands))
+            summary.commands[key] = CommandRun(
+                bounded_text(c.get("command"), MAX_COMMAND_CHARS) or "",
+                _exit_code(c.get("exit_code")),
+                bounded_text(c.get("status"), 40) or "completed",
+            )
+    files = data.get("files")
+    for path, kind in list(files.items() if isinstance(files, dict) else [])[:MAX_FILES]:
+        summary.files[bounded_text(path, MAX_PATH_CHARS) or "?"] = bounded_text(kind, 20) or "update"
+    summary.messages = [bounded_text(m, MAX_MESSAGE_CHARS) or ""
+                        for m in _list(data.get("messages"))[-MAX_MESSAGES:]]
+    summary.warnings = [bounded_text(w, MAX_WARNING_CHARS) or ""
+                        for w in _list(data.get("warnings"))[:MAX_WARNINGS]]
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    summary.usage = {k: _bounded_int(usage.get(k), 0, MAX_TOKENS) or 0 for k in TOKEN_KEYS}
+    summary.error = bounded_text(data.get("error"), MAX_ERROR_CHARS)
+    summary.turn_failed = data.get("turn_failed") is True
+    summary.last_action = bounded_text(data.get("last_action"), 500)
+    summary.events = _bounded_int(data.get("events"), 0, 2**62) or 0
+    summary.bad_lines = _bounded_int(data.get("bad_lines"), 0, 2**62) or 0
     return summary
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _exit_code(value: object) -> int | None:
+    return value if type(value) is int and -(2**31) <= value < 2**31 else None
+
+
+def _bounded_int(value: object, low: int, high: int) -> int | None:
+    """An integer (not a bool) within [low, high], clamped; None for anything else."""
+    if type(value) is not int:
+        return None
+    return max(low, min(high, value))
 
 
 def encode(data: Any) -> str:
