@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from codexw.backends import protocol
+from codexw.backends.celery import protocol
 from codexw.core.codex import RunSummary
 from codexw.core.config import Config, load_config
 from codexw.core.errors import ConfigError, UsageError
@@ -85,7 +85,7 @@ def test_payload_and_summary_round_trip() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("celery") is None, reason="celery not installed")
 def test_worker_maps_the_job_directory_into_its_workspace(tmp_path) -> None:
-    from codexw.backends.worker_run import _workdir
+    from codexw.backends.celery.worker import _workdir
 
     (tmp_path / "ws" / "sub").mkdir(parents=True)
     ws = str(tmp_path / "ws")
