@@ -36,6 +36,7 @@ def batch(
     timeout: str = typer.Option(None, "--timeout", metavar="DURATION", help="Timeout for tasks that set none: 90s, 20m, 2h. [default: none]"),
     retries: int = typer.Option(None, "--retries", "-r", metavar="N", help="Retry transient failures up to N times. [default: 0, or retries in the config]"),
     retry_timeouts: bool = typer.Option(None, "--retry-timeouts/--no-retry-timeouts", help="Also retry timeouts. [default: no]"),
+    sections: bool = typer.Option(None, "--sections/--no-sections", help="Append to the task a request for a final message in the report's sections (Task Summary, Files Modified, Changes Made, Issues Encountered, Next Steps); --no-sections sends the task alone. [default: on, or report_sections in the config]"),
     fmt: str = typer.Option(None, "--format", metavar="FORMAT", help="text, jsonl or toml. [default: from the file name]"),
     halt_on_failure: bool = typer.Option(False, "--halt-on-failure", help="Start no new job after the first failure."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Queue the batch and return at once."),
@@ -64,7 +65,7 @@ def batch(
             defaults=LaunchRequest(
                 task="", level=level, type=job_type, model=model, sandbox=sandbox, cwd=cd,
                 timeout=timeout, retries=retries, retry_timeouts=retry_timeouts,
-                backend=backend, broker_url=broker, queue=queue,
+                report_sections=sections, backend=backend, broker_url=broker, queue=queue,
             ),
         )
     )

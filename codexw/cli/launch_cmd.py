@@ -94,6 +94,7 @@ def launch(
     timeout: str = typer.Option(None, "--timeout", metavar="DURATION", help="Stop the job after this long: 90s, 20m, 2h. [default: none]"),
     retries: int = typer.Option(None, "--retries", "-r", metavar="N", help="Retry transient failures up to N times. [default: 0, or retries in the config]"),
     retry_timeouts: bool = typer.Option(None, "--retry-timeouts/--no-retry-timeouts", help="Also retry jobs that timed out. [default: no]"),
+    sections: bool = typer.Option(None, "--sections/--no-sections", help="Append to the task a request for a final message in the report's sections (Task Summary, Files Modified, Changes Made, Issues Encountered, Next Steps); --no-sections sends the task alone. [default: on, or report_sections in the config]"),
     priority: int = typer.Option(0, "--priority", "-p", metavar="N", help="Higher starts first when slots are limited."),
     after: list[int] = typer.Option(None, "--after", metavar="ID", help="Start only when job ID has succeeded (repeatable).", **render.ID),
     profile: str = typer.Option(None, "--profile", metavar="NAME", help="codex config profile ($CODEX_HOME/NAME.config.toml)."),
@@ -112,6 +113,10 @@ def launch(
     Prints the job id, the runner PID, the report path and what to run next. The
     task is handed to codex on stdin, never on a command line or through a shell.
     Exit 1 when the job could never start (e.g. its --after dependency failed).
+
+    codex reads the task on stdin, followed by a short request to end with a final
+    message in the report's sections (see --no-sections); status and reports show the
+    task alone.
     """
     from codexw.services.launch import LaunchRequest
     from codexw.services.launch import launch as launch_job
@@ -142,6 +147,7 @@ def launch(
             timeout=timeout,
             retries=retries,
             retry_timeouts=retry_timeouts,
+            report_sections=sections,
             priority=priority,
             after=tuple(after or ()),
             codex_args=tuple(codex_arg or ()),

@@ -47,9 +47,10 @@ PROMPT_SUFFIX = (
 )
 
 
-def build_prompt(task: str) -> str:
-    """What codex reads on stdin: the task, then the report format we ask for."""
-    return task + PROMPT_SUFFIX
+def build_prompt(task: str, sections: bool = True) -> str:
+    """What codex reads on stdin: the task, then (unless `sections` is off) the report
+    format we ask for."""
+    return task + PROMPT_SUFFIX if sections else task
 
 
 def configured_model(spec: JobSpec) -> str | None:

@@ -47,6 +47,9 @@ class Config:
     queue: str = "codex"
     # Off: a new .codexw/ gets a .gitignore keeping reports out of git (config.toml in).
     track_reports: bool = False
+    # On: codexw appends to every prompt a request for a final message in the report's
+    # sections (codex.PROMPT_SUFFIX); `report_sections = false` sends the task alone.
+    report_sections: bool = True
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     project: ProjectTrust | None = field(default=None, compare=False)
 
@@ -140,6 +143,7 @@ def _expected(key: str) -> str:
         "retries": "a whole number of at least 0",
         "retry_timeouts": "true or false",
         "track_reports": "true or false",
+        "report_sections": "true or false",
         "codex_args": "a list of strings",
         "backend": "one of " + ", ".join(BACKENDS),
         "broker_url": "a Redis URL such as redis://host:6379/0 (redis:// or rediss://)",
@@ -175,7 +179,7 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
         ):
             raise bad()
         return value
-    if key in ("retry_timeouts", "track_reports"):
+    if key in ("retry_timeouts", "track_reports", "report_sections"):
         if isinstance(value, str):
             lowered = value.lower()
             if lowered in ("1", "true", "yes", "on"):

@@ -116,6 +116,8 @@ class JobSpec:
     # Names the file holding the launching command's whole environment (secrets
     # included: it lives in the 0600 state dir, never in the registry; core.envfile).
     env_key: str | None = None
+    # Whether codex's prompt asks for a final message in the report's sections.
+    report_sections: bool = True
 
 
 BACKENDS = ("local", "celery")

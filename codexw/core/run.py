@@ -162,7 +162,7 @@ class CodexRun:
         except OSError as exc:
             return f"cannot open the event log {log}: {exc.strerror or exc}"
         try:
-            prompt = _prompt_file(log.parent, build_prompt(spec.task))
+            prompt = _prompt_file(log.parent, build_prompt(spec.task, spec.report_sections))
         except OSError as exc:
             os.close(stderr_fd)
             return f"cannot write the prompt for codex in {log.parent}: {exc.strerror or exc}"

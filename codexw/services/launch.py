@@ -40,6 +40,7 @@ class LaunchRequest:
     timeout: str | None = None
     retries: int | None = None
     retry_timeouts: bool | None = None
+    report_sections: bool | None = None
     priority: int = 0
     after: tuple[int, ...] = ()
     name: str | None = None
@@ -174,7 +175,7 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
     cfg = config.with_overrides(
         level=req.level, type=req.type, model=req.model, sandbox=req.sandbox, retries=req.retries,
         retry_timeouts=req.retry_timeouts, backend=req.backend, broker_url=req.broker_url,
-        queue=req.queue,
+        queue=req.queue, report_sections=req.report_sections,
     )
     check_config(cfg)
     timeout = parse_duration(req.timeout, what="timeout") if req.timeout else cfg.timeout
@@ -209,6 +210,7 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         kill_grace=cfg.kill_grace,
         retries=cfg.retries,
         retry_timeouts=cfg.retry_timeouts,
+        report_sections=cfg.report_sections,
         backoff_base=cfg.backoff_base,
         backoff_max=cfg.backoff_max,
         priority=req.priority,
@@ -494,6 +496,7 @@ def continue_job(req: ContinueRequest) -> LaunchResult:
         prepared.spec,
         timeout=prepared.spec.timeout if req.timeout else ps.timeout,
         retry_timeouts=ps.retry_timeouts,
+        report_sections=ps.report_sections,
         codex_args=ps.codex_args,
         codex_home=ps.codex_home,
         resume_thread=parent.thread_id,

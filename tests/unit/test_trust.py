@@ -21,6 +21,7 @@ SAFE_UNTRUSTED = {
     "level", "type", "model", "timeout", "kill_grace", "max_parallel", "retries",
     "retry_timeouts", "backoff_base", "backoff_max", "queue",
     "track_reports",  # only chooses what a new .codexw/.gitignore lists
+    "report_sections",  # only whether the prompt asks for the report's sections
 }
 
 HOSTILE = {

@@ -69,7 +69,7 @@ def mask_url(url: str | None) -> str:
 # paths and programs (codex_bin, codex_home, path_env, env_key, broker_url, template),
 # and what only the submitting side's queue uses (limits, retries, dependencies).
 SENT_SPEC_FIELDS = ("task", "level", "type", "cwd", "project", "sandbox", "model", "timeout",
-                    "kill_grace", "codex_args", "resume_thread")
+                    "kill_grace", "codex_args", "resume_thread", "report_sections")
 NOT_SENT_SPEC_FIELDS = ("codex_bin", "codex_home", "path_env", "env_key", "broker_url",
                         "template", "backend", "queue", "priority", "batch_id", "name", "after",
                         "global_limit", "retries", "retry_timeouts", "backoff_base",

@@ -118,6 +118,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN job_key TEXT;
     ALTER TABLE jobs ADD COLUMN env_key TEXT;
     """,
+    # 6: whether the prompt asks for the report's sections (`--no-sections`).
+    """
+    ALTER TABLE jobs ADD COLUMN report_sections INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
