@@ -133,7 +133,22 @@ def read_log(job_id: int, raw: bool = False, follow: bool = False) -> tuple[Job,
             raise NoLogError(f"job {job_id} never ran ({job.state.value}{reason}), so it has no log")
         if not follow:
             raise NoLogError(f"job {job_id} has no event log at {path}")
-    return job, (_follow(store, job, path, raw) if follow else _read(path, raw))
+    if follow:
+        return job, _follow(store, job, path, raw)
+    return job, _with_ending(_read(path, raw), job, raw)
+
+
+def _with_ending(entries: Iterator[LogEntry], job: Job, raw: bool) -> Iterator[LogEntry]:
+    """The log, then how the job ended (a timeout or a kill leaves no event saying so)."""
+    yield from entries
+    if not raw and job.state.is_final:
+        yield _ending(job)
+
+
+def _ending(job: Job) -> LogEntry:
+    reason = f": {job.reason}" if job.reason else ""
+    kind = "info" if job.state.value == "succeeded" else "error"
+    return LogEntry(kind, f"job {job.id} {job.state.value}{reason}")
 
 
 def _read(path: Path, raw: bool) -> Iterator[LogEntry]:
@@ -185,6 +200,8 @@ def _follow(store: Store, job: Job, path: Path, raw: bool) -> Iterator[LogEntry]
                 yield from _entries(splitter.close(), raw)  # a last line without \n too
                 latest = store.latest_attempt(current.id)
                 if latest == current.id:
+                    if not raw:
+                        yield _ending(current)
                     return
                 yield LogEntry("info", f"job {current.id} {current.state.value}; following retry job {latest}")
                 current = store.get_job(latest)

@@ -49,3 +49,12 @@ def test_files_an_agent_makes_outside_git_are_listed(cx: Env, tmp_path: Path) ->
     assert cx.run("wait", str(job_id), cwd=plain).returncode == 0
     text = Path(cx.job(job_id)["report_path"]).read_text()
     assert "- `made.txt` (add)" in text
+
+
+def test_logs_of_a_timed_out_job_end_by_saying_so(cx: Env) -> None:
+    cx.launch("@fake sleep 60", "--timeout", "1s")
+    assert cx.run("wait", "1").returncode == 1
+    for args in (("logs", "1"), ("logs", "-f", "1")):
+        last = cx.ok(*args).stdout.strip().splitlines()[-1]
+        assert "job 1 timed_out: timed out after 1s" in last, (args, last)
+    assert "timed_out" not in cx.ok("logs", "--raw", "1").stdout  # --raw is codex's alone

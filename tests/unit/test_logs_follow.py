@@ -60,7 +60,7 @@ def test_lines_written_just_before_the_end_are_printed(tmp_path: Path) -> None:
     log.write_bytes(_event("first"))
     store = FinishesWhenLookedAt({1: (log, _event("second") + _event("last words"))}, {})
     texts = [e.text for e in _follow(store, store.jobs[1], log, raw=False)]  # type: ignore[arg-type]
-    assert texts == ["first", "second", "last words"]
+    assert texts == ["first", "second", "last words", "job 1 succeeded"]
 
 
 def test_a_last_line_without_newline_is_printed_once(tmp_path: Path) -> None:
@@ -79,4 +79,4 @@ def test_the_last_lines_of_a_failed_attempt_come_before_its_retry(tmp_path: Path
         {1: (first, _event("try 1 ends")), 2: (second, _event("try 2 ends"))}, {1: 2})
     texts = [e.text for e in _follow(store, store.jobs[1], first, raw=False)]  # type: ignore[arg-type]
     assert texts == ["try 1", "try 1 ends", "job 1 failed; following retry job 2",
-                     "try 2", "try 2 ends"]
+                     "try 2", "try 2 ends", "job 2 succeeded"]
