@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -80,3 +81,15 @@ def test_forked_runners_do_not_pile_up_open_files_over_a_batch(cx: Env) -> None:
     assert cx.run("wait", "--batch", "1").returncode == 0
     # The first runner was spawned, the others forked one from the next.
     assert len(set(open_files[1:])) == 1, open_files
+
+
+def test_the_pid_launch_prints_is_the_one_status_shows_and_the_report_carries(cx: Env) -> None:
+    gate = cx.tmp / "gate"
+    printed = cx.launch(f"named by its runner\n@fake wait-for {gate}")
+    running = wait_running(cx, printed["job_id"])
+    assert running["runner_pid"] == printed["runner_pid"]
+    assert alive(printed["runner_pid"])  # something a user can `ps -p` while it runs
+    gate.touch()
+    assert cx.run("wait", str(printed["job_id"])).returncode == 0
+    name = Path(cx.job(printed["job_id"])["report_path"]).name
+    assert re.fullmatch(rf"\d{{8}}_\d{{6}}_{printed['runner_pid']}_codex_task\.md", name), name
