@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from codexw.core import envfile, lifecycle, paths, process, scheduler
+from codexw.core import envfile, lifecycle, naming, paths, process, scheduler
 from codexw.core.codex import RunSummary
 from codexw.core.lifecycle import Ending
 from codexw.core.models import Job, JobState
@@ -39,7 +39,7 @@ class RegistrySink:
         if self.log_path is None:
             path = lifecycle.log_path(self.job.id)
             if self.job.job_key and os.path.lexists(path):
-                path = path.with_name(f"{self.job.id}.{self.job.job_key}.jsonl")
+                path = path.with_name(naming.job_log(self.job.id, self.job.job_key))
             self.log_path = path
         return self.log_path
 
@@ -207,7 +207,7 @@ def _give_back(store: Store, job: Job) -> None:
 def _redirect_output(job_id: int) -> None:
     """The runner's own stdout/stderr go to the job's `.runner.log`, as a spawned one's."""
     try:
-        fd = os.open(lifecycle.log_path(job_id).with_suffix(".runner.log"),
+        fd = os.open(paths.logs_dir() / naming.runner_log(job_id),
                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError:
         return

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Protocol
 
-from codexw.core import paths, process
+from codexw.core import naming, paths, process
 from codexw.core.models import Job
 
 # name → "module:attribute" of its Backend object, loaded on first use.
@@ -61,7 +61,7 @@ class RunnerBackend:
         argv = [sys.executable, "-P", "-m", self.runner_module, str(job.id)]  # -P: see docs
         if job.job_key:
             argv.append(job.job_key)
-        log = paths.logs_dir() / f"{job.id}.runner.log"
+        log = paths.logs_dir() / naming.runner_log(job.id)
         return process.spawn_detached(argv, log, env)
 
     def is_alive(self, job: Job) -> bool:

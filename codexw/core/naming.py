@@ -148,6 +148,11 @@ def companion_log(event_log: str, kind: str) -> str:
     return f"{base}.{kind}"
 
 
+def task_log(task_id: str) -> str:
+    """A Celery worker's event log of one task (in the worker's own log folder)."""
+    return f"{task_id}.jsonl"
+
+
 def runner_log(job_id: int) -> str:
     """Where a runner's own stdout and stderr go."""
     return log_of_kind(job_id, "runner.log")

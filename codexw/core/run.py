@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from codexw.core import gitdelta, process
+from codexw.core import gitdelta, naming, process
 from codexw.core.codex import (
     RunSummary,
     auto_skip_git_check,
@@ -104,6 +104,11 @@ def codex_env(base: dict[str, str], spec: JobSpec, marker: dict[str, str]) -> di
     return env
 
 
+def stderr_log(event_log: Path) -> Path:
+    """Where codex's stderr goes: beside its event log."""
+    return event_log.with_name(naming.companion_log(event_log.name, "stderr.log"))
+
+
 def _prompt_file(directory: os.PathLike[str], text: str) -> BinaryIO:
     """An anonymous 0600 file holding the prompt, codex's stdin (tempfile costs ~1 MB RSS)."""
     try:
@@ -157,7 +162,7 @@ class CodexRun:
         try:
             self.log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             stderr_fd = os.open(
-                log.with_suffix(".stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+                stderr_log(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
             )
         except OSError as exc:
             return f"cannot open the event log {log}: {exc.strerror or exc}"
@@ -312,7 +317,7 @@ class CodexRun:
         )
 
     def stderr_tail(self) -> str:
-        path = self.sink.log_file().with_suffix(".stderr.log")
+        path = stderr_log(self.sink.log_file())
         try:
             with path.open("rb") as fh:
                 fh.seek(max(0, path.stat().st_size - 300))

@@ -19,11 +19,11 @@ import redis
 
 from codexw.backends.celery import protocol
 from codexw.backends.celery.app import WorkerSettings
-from codexw.core import paths, process
+from codexw.core import naming, paths, process
 from codexw.core.codex import RunSummary
 from codexw.core.lifecycle import Ending
 from codexw.core.models import Job, JobState
-from codexw.core.run import CodexRun, StopRequest, Throttle, codex_env
+from codexw.core.run import CodexRun, StopRequest, Throttle, codex_env, stderr_log
 
 FORWARD_SIZE = 1 << 20  # the most bytes of the log one `lines` stream entry carries
 
@@ -99,14 +99,14 @@ class StreamSink:
         self.kill_check = Throttle(0.5)
         self.lock_refresh = Throttle(protocol.LOCK_REFRESH)
         self.lock_refresh.due()  # the lock was just taken
-        for stale in (self.log_file(), self.log_file().with_suffix(".stderr.log")):
+        for stale in (self.log_file(), stderr_log(self.log_file())):
             try:  # an earlier delivery of this task on this machine
                 stale.unlink()
             except FileNotFoundError:
                 pass
 
     def log_file(self) -> Path:
-        return self.log_dir / f"{self.task_id}.jsonl"
+        return self.log_dir / naming.task_log(self.task_id)
 
     def on_started(self, codex_pid: int) -> bool:
         self.started_at = time.time()
