@@ -105,7 +105,11 @@ def _print(result) -> None:  # type: ignore[no-untyped-def]
         parts.append(f"{'forget' if would else 'forgot'} {_plural(result.pruned_jobs, 'job')}"
                      " of missing projects")
     scope = ", ".join(result.projects) or "no project"
-    out.append(f"{'dry run: ' if would else ''}{'; '.join(parts)} ({scope})")
+    age = f"; age {result.age}" if result.age else ""
+    out.append(f"{'dry run: ' if would else ''}{'; '.join(parts)} ({scope}{age})")
+    if result.kept:
+        out.append("left: " + ", ".join(f"{_plural(n, 'report')} {why}"
+                                        for why, n in result.kept.items()))
     out.append(
         f"{_size(result.bytes_before)} → {_size(result.bytes_after)},"
         f" {would}free {_size(result.freed)}"

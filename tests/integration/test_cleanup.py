@@ -614,3 +614,15 @@ def test_scope_from_root_all_projects_named_root_and_missing_projects(cx: Env) -
     assert cx.run("status", "--json", str(job3["id"])).returncode == 2
     assert not list((cx.state / "logs").glob(f"{job3['id']}.*"))
     assert cleanup(cx, "--all-projects", cwd=Path("/"))["missing_projects"] == []
+
+
+def test_cleanup_says_the_age_in_force_and_what_it_left_and_why(cx: Env) -> None:
+    cx.launch("just finished")
+    assert cx.run("wait", "1").returncode == 0
+    plain = cx.ok("cleanup").stdout
+    assert "age 7d (the default)" in plain
+    assert "left: 1 report ended in the last minute" in plain
+    dry = cx.ok("cleanup", "--age", "0", "--dry-run").stdout
+    assert "age 0" in dry and "left: 1 report ended in the last minute" in dry
+    data = json.loads(cx.ok("cleanup", "--age", "3d", "--json").stdout)
+    assert data["age"] == "3d" and data["kept"] == {"ended in the last minute": 1}

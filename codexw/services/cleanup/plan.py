@@ -47,6 +47,7 @@ class Plan:
     all_projects: bool
     dry_run: bool
     now: float
+    age: str | None = None  # the age in force, as the user would write it ("7d (default)")
 
     def old_enough(self, ts: float | None, cutoff: float | None) -> bool:
         """Ended before `cutoff` (None: any time), and not within the settle time."""
@@ -81,8 +82,10 @@ def make_plan(req: CleanupRequest, now: float) -> Plan:
         req.age is None and req.keep is None and not req.compress_only
     )
     age = req.age
+    age_said = age
     if age is None and req.keep is None and not only_other:
         age = DEFAULT_AGE
+        age_said = f"{DEFAULT_AGE} (the default)"
     age_s = _age(age, "age") if age is not None else None
     delete_s = (
         _age(req.delete_archives_older, "archive age")
@@ -100,6 +103,7 @@ def make_plan(req: CleanupRequest, now: float) -> Plan:
         all_projects=req.all_projects,
         dry_run=req.dry_run,
         now=now,
+        age=age_said,
     )
 
 

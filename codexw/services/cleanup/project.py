@@ -61,7 +61,7 @@ class ProjectPass:
                 candidates = self.classify(index, job_type, directory, files)
                 self.relink(index, codexw, job_type, files)
                 if ctx.plan.archive_step:
-                    for report in retention.select(ctx.plan, candidates):
+                    for report in retention.select(ctx.plan, candidates, ctx.result):
                         self.handle(index, codexw, report)
             ctx.mover.flush()  # while the target folders are open
             if ctx.plan.delete_cutoff is not None:

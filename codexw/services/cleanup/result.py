@@ -39,6 +39,8 @@ class CleanupResult:
     skipped: list[Skipped] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     pruned_jobs: int = 0
+    age: str | None = None  # the age in force
+    kept: dict[str, int] = field(default_factory=dict)  # finished reports left, per reason
 
     # -- recording, as the run goes ------------------------------------------------------
 
@@ -90,5 +92,7 @@ class CleanupResult:
             "freed": self.freed,
             "actions": [a.to_dict() for a in self.actions],
             "skipped": [s.to_dict() for s in self.skipped],
+            "age": self.age,
+            "kept": dict(self.kept),
             "errors": self.errors,
         }

@@ -11,7 +11,8 @@ from codexw.core.store import JobFiles
 from codexw.services.cleanup.context import Context
 from codexw.services.cleanup.dirs import Dir, Entry, entry_stat
 from codexw.services.cleanup.index import ProjectIndex
-from codexw.services.cleanup.plan import Plan
+from codexw.services.cleanup.plan import SETTLE, Plan
+from codexw.services.cleanup.result import CleanupResult
 
 
 @dataclass
@@ -31,12 +32,22 @@ class Candidate:
         return self.dir.join(self.name)
 
 
-def select(plan: Plan, candidates: list[Candidate]) -> list[Candidate]:
-    """Beyond the newest --keep, and older than --age; oldest first."""
+def select(plan: Plan, candidates: list[Candidate], result: CleanupResult) -> list[Candidate]:
+    """Beyond the newest --keep, and older than --age; oldest first. What is kept for
+    being too new is counted in `result`, so that cleanup can say why."""
     ordered = sorted(candidates, key=lambda r: (r.ts, r.name), reverse=True)
     if plan.keep is not None:
+        result.kept["kept by --keep"] = result.kept.get("kept by --keep", 0) + len(
+            ordered[: plan.keep])
         ordered = ordered[plan.keep :]
-    chosen = [r for r in ordered if plan.old_enough(r.ts, plan.age_cutoff)]
+    chosen = []
+    for report in ordered:
+        if plan.old_enough(report.ts, plan.age_cutoff):
+            chosen.append(report)
+        else:
+            why = ("ended in the last minute" if report.ts > plan.now - SETTLE
+                   else f"younger than {plan.age}")
+            result.kept[why] = result.kept.get(why, 0) + 1
     if plan.compress_only:
         chosen = [r for r in chosen if not naming.is_gz(r.name)]
     return sorted(chosen, key=lambda r: (r.ts, r.name))

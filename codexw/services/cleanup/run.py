@@ -55,11 +55,13 @@ def cleanup(req: CleanupRequest) -> CleanupResult:
         result = CleanupResult(dry_run=req.dry_run)
         if req.dry_run:
             CleanupRun(store, plan, result).run(projects)
+            result.age = plan.age
             return result
         with exclusive_lock(paths.ensure_state_dir() / LOCK_NAME, req.lock_wait):
             reconcile(store)  # dead runners' TEMP reports become `lost` reports first
             plan = make_plan(req, time.time())  # ages count from now, after any wait
             CleanupRun(store, plan, result).run(projects)
+        result.age = plan.age
         return result
     finally:
         store.close()
