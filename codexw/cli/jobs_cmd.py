@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 import typer
@@ -73,19 +74,16 @@ def status(
         raise UsageError("--watch is for people and --json for scripts: pick one",
                          "a script can run `codexw status --json` when `codexw wait` returns")
 
-    def fetch() -> list[Job]:
-        return svc.list_jobs(
-            all_projects=all_projects, job_type=job_type, state=state, batch_id=batch,
-            limit=None if show_all else latest or 10,
-        )
-
-    jobs = fetch()
-    if as_json:
-        render.emit_json("status", {"jobs": [j.to_dict() for j in jobs]})
-        return
+    limit = None if show_all else latest or 10
     many = all_projects  # jobs of several projects: each row says which
     if watch:
-        _watch(fetch, many)
+        _watch(svc.watch(all_projects=all_projects, job_type=job_type, state=state,
+                         batch_id=batch, limit=limit), many)
+        return
+    jobs = svc.list_jobs(all_projects=all_projects, job_type=job_type, state=state,
+                         batch_id=batch, limit=limit)
+    if as_json:
+        render.emit_json("status", {"jobs": [j.to_dict() for j in jobs]})
         return
     if not jobs:
         render.write(_empty_text(svc.explain_empty(
@@ -185,16 +183,18 @@ def _print_table(jobs: list[Job], many: bool = False) -> None:
         render.write(render.plain_table(_headers(many), _rows(jobs, many)) + "\n")
 
 
-def _watch(fetch, many: bool) -> None:  # type: ignore[no-untyped-def]
+def _watch(listings: Generator[list[Job], None, None], many: bool) -> None:
+    """Show each listing the service yields (it waits for changes) until Ctrl-C."""
+    from contextlib import closing
+
     from rich.live import Live
 
-    from codexw.core.notify import Listener
-
     try:
-        with Listener() as listener, Live(_rich_table(fetch(), many), auto_refresh=False) as live:
-            while True:
-                listener.wait(1.0)
-                live.update(_rich_table(fetch(), many), refresh=True)
+        with closing(listings):
+            first = next(listings)  # an unknown batch fails here, before the live table
+            with Live(_rich_table(first, many), auto_refresh=False) as live:
+                for jobs in listings:
+                    live.update(_rich_table(jobs, many), refresh=True)
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None  # 130, as every command's Ctrl-C
 

@@ -82,19 +82,19 @@ def submit(req: BatchRequest) -> BatchSubmitted:
         warnings.extend(w for w in prepared.warnings if w not in warnings)
     index = {e.name: i for i, e in enumerate(entries) if e.name}
     deps = [(i, index[name]) for i, e in enumerate(entries) for name in e.after]
-    store = open_store()
-    batch_id, ids = enqueue(
-        store,
-        specs,
-        deps=deps,
-        batch={
-            "project": str(project),
-            "source": req.source,
-            "max_parallel": max_parallel,
-            "halt_on_failure": req.halt_on_failure,
-        },
-    )
-    fill_slots(store)
+    with open_store() as store:
+        batch_id, ids = enqueue(
+            store,
+            specs,
+            deps=deps,
+            batch={
+                "project": str(project),
+                "source": req.source,
+                "max_parallel": max_parallel,
+                "halt_on_failure": req.halt_on_failure,
+            },
+        )
+        fill_slots(store)
     assert batch_id is not None
     return BatchSubmitted(batch_id, ids, max_parallel, warnings)
 
@@ -157,9 +157,8 @@ def watch(batch_id: int, safety_interval: float = 2.0) -> Iterator[BatchSnapshot
     Also reconciles now and then, so a crashed runner's slot is refilled even if
     nothing else runs.
     """
-    store = open_store(reconcile_first=False)
-    store.get_batch(batch_id)
-    with Listener() as listener:
+    with open_store(reconcile_first=False) as store, Listener() as listener:
+        store.get_batch(batch_id)
         last_reconcile = last_snapshot = 0.0
         while True:
             if time.monotonic() - last_reconcile >= safety_interval:

@@ -207,14 +207,13 @@ def check_state() -> Check:
     except CodexwError as exc:
         return Check("registry", FAIL, exc.message, exc.hint or "set CODEXW_STATE_DIR to a writable dir")
     try:
-        result = store.conn.execute("PRAGMA quick_check").fetchone()[0]
-        jobs = store.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
-        journal = store.conn.execute("PRAGMA journal_mode").fetchone()[0]
+        with store:
+            result = store.conn.execute("PRAGMA quick_check").fetchone()[0]
+            jobs = store.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+            journal = store.conn.execute("PRAGMA journal_mode").fetchone()[0]
     except Exception as exc:  # sqlite3.DatabaseError and friends
         return Check("registry", FAIL, f"{paths.db_path()}: {exc}",
                      "move the file away; codexw starts a new registry")
-    finally:
-        store.close()
     if result != "ok":
         return Check("registry", FAIL, f"{paths.db_path()}: integrity check says {result}",
                      "move the file away; codexw starts a new registry")

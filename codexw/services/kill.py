@@ -28,7 +28,11 @@ class KillResult:
 
 
 def kill_jobs(job_ids: list[int], batch_id: int | None = None) -> list[KillResult]:
-    store = open_store()
+    with open_store() as store:
+        return _kill(store, job_ids, batch_id)
+
+
+def _kill(store: Store, job_ids: list[int], batch_id: int | None) -> list[KillResult]:
     if batch_id is not None:
         store.get_batch(batch_id)
     for job_id in job_ids:

@@ -392,12 +392,12 @@ def save_launch_env(key: str | None) -> None:
 
 def launch(req: LaunchRequest) -> LaunchResult:
     prepared = prepare(req)
-    store = open_store()
-    check_after(store, prepared.spec.after)
-    _, (job_id,) = enqueue(store, [prepared.spec])
-    fill_slots(store)
-    job = store.get_job(job_id)
-    return LaunchResult(job, prepared.warnings, not_started_because(store, job))
+    with open_store() as store:
+        check_after(store, prepared.spec.after)
+        _, (job_id,) = enqueue(store, [prepared.spec])
+        fill_slots(store)
+        job = store.get_job(job_id)
+        return LaunchResult(job, prepared.warnings, not_started_because(store, job))
 
 
 def not_started_because(store: Store, job: Job) -> str:
@@ -466,7 +466,11 @@ def continue_job(req: ContinueRequest) -> LaunchResult:
     """
     validate_task(req.task)
     validate.check_fields(req)  # before any registry read: ids and numbers fit it
-    store = open_store()
+    with open_store() as store:
+        return _continue(store, req)
+
+
+def _continue(store: Store, req: ContinueRequest) -> LaunchResult:
     parent = conversation_of(store, req.job_id)
     ps = parent.spec
     if "--ephemeral" in ps.codex_args:

@@ -124,8 +124,8 @@ def job_log_path(job: Job) -> Path:
 
 
 def read_log(job_id: int, raw: bool = False, follow: bool = False) -> tuple[Job, Iterator[LogEntry]]:
-    store = open_store()
-    job = store.get_job(job_id)
+    with open_store() as store:
+        job = store.get_job(job_id)
     path = job_log_path(job)
     if not path.exists() and not path.with_name(path.name + ".gz").exists():
         if job.state.is_final and job.started_at is None:
@@ -134,8 +134,15 @@ def read_log(job_id: int, raw: bool = False, follow: bool = False) -> tuple[Job,
         if not follow:
             raise NoLogError(f"job {job_id} has no event log at {path}")
     if follow:
-        return job, _follow(store, job, path, raw)
+        return job, _following(job, path, raw)
     return job, _with_ending(_read(path, raw), job, raw)
+
+
+def _following(job: Job, path: Path, raw: bool) -> Iterator[LogEntry]:
+    """`_follow` with a registry of its own, open while it is iterated and closed when
+    it ends or is dropped (read_log has just reconciled: no need to again)."""
+    with Store.open() as store:
+        yield from _follow(store, job, path, raw)
 
 
 def _with_ending(entries: Iterator[LogEntry], job: Job, raw: bool) -> Iterator[LogEntry]:

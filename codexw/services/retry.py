@@ -34,7 +34,12 @@ def _latest(store: Store, job_id: int) -> Job:
 
 def retry_jobs(job_ids: list[int], batch_id: int | None = None, failed_only: bool = False) -> list[Retried]:
     """Explicit ids must be ended and not succeeded; `--failed --batch` picks them."""
-    store = open_store()
+    with open_store() as store:
+        return _retry(store, job_ids, batch_id, failed_only)
+
+
+def _retry(store: Store, job_ids: list[int], batch_id: int | None,
+           failed_only: bool) -> list[Retried]:
     chosen: list[Job] = []
     if batch_id is not None:
         store.get_batch(batch_id)

@@ -15,7 +15,7 @@ from typing import Any
 from codexw.core import paths
 from codexw.core.models import LEVELS, TOKEN_KEYS, TYPE_NAME_RE, JobState
 from codexw.core.store import Store
-from codexw.services.common import open_store
+from codexw.services.common import using_store
 
 QUANTILES = (0.5, 0.9)
 # Outcomes that say how well the agent did; `killed` and `cancelled` were a person's choice.
@@ -122,7 +122,13 @@ def job_stats(
     store: Store | None = None,
     disk: bool = True,
 ) -> Stats:
-    store = store or open_store()
+    with using_store(store) as store:
+        return _job_stats(store, cwd, all_projects, job_type, disk)
+
+
+def _job_stats(
+    store: Store, cwd: str | None, all_projects: bool, job_type: str | None, disk: bool
+) -> Stats:
     project = None if all_projects else str(paths.project_root(cwd or os.getcwd()))
     result = Stats(project=project, job_type=job_type)
     projects: set[str] = set()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 from codexw.core import paths, process
 from codexw.core.models import Job, JobState
+from codexw.core.notify import Listener
+from codexw.core.process import reap_children
+from codexw.core.scheduler import reconcile
 from codexw.core.store import Store
-from codexw.services.common import open_store
+from codexw.services.common import open_store, using_store
 
 
 @dataclass
@@ -52,15 +56,49 @@ def list_jobs(
 ) -> list[Job]:
     if state is not None:
         JobState(state)  # validated by the CLI; a bad value here is a bug
-    store = store or open_store()
+    with using_store(store) as store:
+        return _list(store, cwd, all_projects, job_type, state, batch_id, limit)
+
+
+def _list(
+    store: Store, cwd: str | None, all_projects: bool, job_type: str | None, state: str | None,
+    batch_id: int | None, limit: int | None,
+) -> list[Job]:
     if batch_id is not None:
         store.get_batch(batch_id)  # an unknown batch is an error, not an empty list
-    project = None
-    if not all_projects and batch_id is None:
-        project = str(paths.project_root(cwd or os.getcwd()))
-    return store.list_jobs(
-        project=project, job_type=job_type, state=state, batch_id=batch_id, limit=limit
-    )
+    return store.list_jobs(project=_project(cwd, all_projects, batch_id), job_type=job_type,
+                           state=state, batch_id=batch_id, limit=limit)
+
+
+def _project(cwd: str | None, all_projects: bool, batch_id: int | None) -> str | None:
+    """The project a listing is limited to: none for --all-projects or a batch."""
+    if all_projects or batch_id is not None:
+        return None
+    return str(paths.project_root(cwd or os.getcwd()))
+
+
+def watch(
+    *,
+    cwd: str | None = None,
+    all_projects: bool = False,
+    job_type: str | None = None,
+    state: str | None = None,
+    batch_id: int | None = None,
+    limit: int | None = 10,
+    refresh: float = 1.0,
+) -> Generator[list[Job], None, None]:
+    """`list_jobs` now, then after every registry change and at least every `refresh`
+    seconds (ages and durations move on), reconciling each time as `status` does;
+    until the caller stops iterating."""
+    if state is not None:
+        JobState(state)
+    # The listener first: a change between the first listing and the wait still wakes it.
+    with Listener() as listener, open_store() as store:
+        while True:
+            yield _list(store, cwd, all_projects, job_type, state, batch_id, limit)
+            listener.wait(refresh)
+            reap_children()
+            reconcile(store)
 
 
 @dataclass
@@ -83,19 +121,18 @@ def explain_empty(
     batch_id: int | None = None,
     store: Store | None = None,
 ) -> EmptyListing:
-    store = store or open_store(reconcile_first=False)
     filters = [f"of type {job_type}" if job_type else "", f"in state {state}" if state else "",
                f"in batch {batch_id}" if batch_id is not None else ""]
-    project = None
-    if not all_projects and batch_id is None:
-        project = str(paths.project_root(cwd or os.getcwd()))
-    everything = len(store.job_ids())
-    here = len(store.job_ids(project)) if project is not None else everything
-    projects = store.projects()
+    project = _project(cwd, all_projects, batch_id)
+    with using_store(store, reconcile_first=False) as store:
+        everything = len(store.job_ids())
+        here = len(store.job_ids(project)) if project is not None else everything
+        projects = store.projects()
+        unfiltered = len(store.batch_job_ids(batch_id)) if batch_id is not None else here
     return EmptyListing(
         project=project,
         filters=[f for f in filters if f],
-        unfiltered=len(store.batch_job_ids(batch_id)) if batch_id is not None else here,
+        unfiltered=unfiltered,
         elsewhere=everything - here if project is not None else 0,
         other_projects=len([p for p in projects if p != project]) if project is not None else 0,
     )
@@ -149,20 +186,19 @@ def _process_tree(job: Job) -> list[ProcessInfo]:
 
 
 def job_detail(job_id: int, store: Store | None = None) -> JobDetail:
-    store = store or open_store()
-    job = store.get_job(job_id)
-    detail = JobDetail(job)
-    if job.state.is_active:
-        detail.processes = _process_tree(job)
-    attempts = store.attempt_chain(job.id)
-    detail.attempts = attempts if len(attempts) > 1 else []
-    # Conversation chain: follow resume_of links back.
-    chain = [job]
-    while chain[-1].spec.resume_of is not None:
-        previous = store.find_job(chain[-1].spec.resume_of)
-        if previous is None:
-            break
-        chain.append(previous)
-    detail.chain = list(reversed(chain)) if len(chain) > 1 else []
-    return detail
-
+    with using_store(store) as store:
+        job = store.get_job(job_id)
+        detail = JobDetail(job)
+        if job.state.is_active:
+            detail.processes = _process_tree(job)
+        attempts = store.attempt_chain(job.id)
+        detail.attempts = attempts if len(attempts) > 1 else []
+        # Conversation chain: follow resume_of links back.
+        chain = [job]
+        while chain[-1].spec.resume_of is not None:
+            previous = store.find_job(chain[-1].spec.resume_of)
+            if previous is None:
+                break
+            chain.append(previous)
+        detail.chain = list(reversed(chain)) if len(chain) > 1 else []
+        return detail

@@ -14,7 +14,7 @@ from codexw.core.notify import Listener
 from codexw.core.process import reap_children
 from codexw.core.scheduler import reconcile
 from codexw.core.store import Store
-from codexw.services.common import open_store
+from codexw.services.common import using_store
 
 SAFETY_INTERVAL = 5.0  # reconcile at least this often, in case a wake-up was missed
 
@@ -50,7 +50,14 @@ def wait_for(
 
     `poll_batch`: also pick up jobs added to that batch while waiting.
     """
-    store = store or open_store()
+    with using_store(store) as store:
+        return _wait(store, job_ids, timeout, on_end, poll_batch)
+
+
+def _wait(
+    store: Store, job_ids: list[int], timeout: float | None,
+    on_end: Callable[[int, Job], None] | None, poll_batch: int | None,
+) -> WaitResult:
     for job_id in job_ids:
         store.get_job(job_id)  # raises NotFoundError early
     if poll_batch is not None:
@@ -112,11 +119,12 @@ def wait_for(
 def open_jobs(cwd: str | None = None, store: Store | None = None) -> list[int]:
     """Every job of this project that has not ended (queued, starting or running),
     oldest first: what a bare `codexw wait` waits for, like the shell's `wait`."""
-    store = store or open_store()  # reconciled: a job whose runner is gone is not open
     project = str(paths.project_root(cwd or os.getcwd()))
     ids: set[int] = set()
-    for state in OPEN_STATES:
-        ids.update(j.id for j in store.list_jobs(project=project, state=state.value, limit=None))
+    with using_store(store) as store:  # reconciled: a job whose runner is gone is not open
+        for state in OPEN_STATES:
+            ids.update(j.id for j in store.list_jobs(project=project, state=state.value,
+                                                     limit=None))
     return sorted(ids)
 
 

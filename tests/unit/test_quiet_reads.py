@@ -3,13 +3,15 @@ something was (or is to be) changed."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from codexw.core import notify, paths
+from codexw.core import notify, paths, process
 from codexw.core.errors import StoreError
 from codexw.core.models import JobSpec, JobState
 from codexw.core.store import Store
@@ -66,21 +68,15 @@ def test_a_read_command_with_nothing_to_do_takes_no_write_lock(
     store: Store, broadcasts: list[None], write_locked: None
 ) -> None:
     started = time.monotonic()
-    opened = open_store()  # reconcile and fill_slots, while someone else writes
-    assert opened.list_jobs() == []
+    with open_store() as opened:  # reconcile and fill_slots, while someone else writes
+        assert opened.list_jobs() == []
     assert time.monotonic() - started < 0.3
     assert broadcasts == []
 
 
-def test_nothing_due_takes_no_write_lock_but_a_due_job_does(
-    store: Store, broadcasts: list[None], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with store.transaction():
-        done = store.insert_job(_spec(), now=1.0)
-        store.finish(done, JobState.SUCCEEDED, ended_at=2.0)
-        later = store.insert_job(_spec(), now=1.0, not_before=time.time() + 3600)
+def _traced_begins(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every BEGIN IMMEDIATE the stores opened from now on run."""
     begins: list[str] = []
-
     real_open = Store.open
 
     def traced_open() -> Store:
@@ -91,7 +87,18 @@ def test_nothing_due_takes_no_write_lock_but_a_due_job_does(
         return opened
 
     monkeypatch.setattr(Store, "open", staticmethod(traced_open))
-    open_store()
+    return begins
+
+
+def test_nothing_due_takes_no_write_lock_but_a_due_job_does(
+    store: Store, broadcasts: list[None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with store.transaction():
+        done = store.insert_job(_spec(), now=1.0)
+        store.finish(done, JobState.SUCCEEDED, ended_at=2.0)
+        later = store.insert_job(_spec(), now=1.0, not_before=time.time() + 3600)
+    begins = _traced_begins(monkeypatch)
+    open_store().close()
     assert begins == []
 
     # The same queue with the backoff run out: now the write lock is the point.
@@ -106,3 +113,27 @@ def test_nothing_due_takes_no_write_lock_but_a_due_job_does(
         other.execute("ROLLBACK")
         other.close()
     assert begins == ["BEGIN IMMEDIATE"]
+
+
+def test_a_queued_job_without_a_free_slot_is_left_alone_by_a_read(
+    store: Store, broadcasts: list[None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read reconciles: the running job's runner (this process) is alive and the one
+    slot is taken, so nothing is started, nothing locked, nobody woken."""
+    me, my_start = os.getpid(), process.create_time(os.getpid())
+    limited = replace(_spec(), global_limit=1)
+    with store.transaction():
+        running = store.insert_job(limited, now=1.0)
+        assert store.mark_starting(running, me, my_start)
+        assert store.adopt(running, me, my_start)
+        assert store.mark_running(running, me, os.getpgid(0), 2.0)
+        queued = store.insert_job(limited, now=3.0)
+        waiting = store.insert_job(replace(_spec(), after=(running,)), now=3.0)
+    broadcasts.clear()
+    begins = _traced_begins(monkeypatch)
+    with open_store() as opened:
+        states = {job.id: job.state for job in opened.list_jobs()}
+    assert states == {running: JobState.RUNNING, queued: JobState.QUEUED,
+                      waiting: JobState.QUEUED}
+    assert begins == []
+    assert broadcasts == []

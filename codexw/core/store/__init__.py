@@ -39,7 +39,8 @@ __all__ = [
 
 
 class Store(JobWrites, Batches, JobReads, Connection):
-    """The registry. Open with `Store.open()`, write inside `transaction()`."""
+    """The registry. Open with `Store.open()` (a context manager that closes it), write
+    inside `transaction()`."""
 
     # Cleanup's and `status --stats`' queries live in files.py and stats.py, imported
     # here on first use: launching and running a job never load them.

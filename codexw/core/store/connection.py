@@ -83,6 +83,12 @@ class Connection:
     def close(self) -> None:
         self.conn.close()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @contextmanager
     def transaction(self, notify_waiters: bool = True) -> Iterator[Self]:
         """One IMMEDIATE transaction; waiters are woken after a commit that wrote."""
