@@ -176,7 +176,7 @@ def _templates_dir(job: Job) -> str | None:
 
 def backoff_delay(job: Job) -> float:
     """Exponential backoff with jitter; each attempt waits longer than the one before."""
-    base = job.spec.backoff_base * (2 ** (job.attempt - 1))
+    base = job.spec.backoff_base * (2.0 ** (job.attempt - 1))
     jitter = int.from_bytes(os.urandom(2), "big") / 65535  # no `random`: keeps the runner small
     return min(job.spec.backoff_max, base) * (1 + 0.25 * jitter)
 
