@@ -18,6 +18,7 @@ from pathlib import Path
 
 from codexw.core import envfile, lifecycle, naming, paths, process, scheduler
 from codexw.core.codex import RunSummary
+from codexw.core.errors import CodexwError
 from codexw.core.lifecycle import Ending
 from codexw.core.models import Job, JobState
 from codexw.core.run import STOP_SIGNALS, CodexRun, StopRequest, codex_env
@@ -96,7 +97,7 @@ def run_one(store: Store, job_id: int, stop: StopRequest, wake_r: int) -> None:
     base = launch_env(job)
     if base is None:
         why = (f"the environment of the command that launched job {job.id} is gone"
-               f" ({envfile.env_path(job.spec.env_key or '')}); retry it by hand")
+               f" (from {envfile.env_dir()}); retry it by hand")
         lifecycle.finalize(store, job, Ending(JobState.FAILED, why), None)
         return
     marker = process.job_marker(job.id, str(paths.state_dir().resolve()))
@@ -112,6 +113,9 @@ def main(argv: list[str]) -> int:
     job_key = argv[2] if len(argv) > 2 else None
     stop = StopRequest()
     stop.install()
+    # Whatever mask the spawner had (a command caught between two jobs), a runner
+    # must hear its stop signals.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     wake_r = _wakeup_pipe()
     store = Store.open()
     me = os.getpid()
@@ -122,6 +126,9 @@ def main(argv: list[str]) -> int:
     while True:
         run_one(store, job_id, stop, wake_r)
         if stop.requested:
+            # The stop was meant for the job that just ended (`kill PID` stops a job
+            # politely): the slot it freed goes to a new runner, as a kill's would.
+            scheduler.fill_slots(store)
             break
         # The slot this job freed goes first to a fork of this process (no new Python
         # start, Jinja2 already loaded); other free slots get new runners.
@@ -161,38 +168,52 @@ def _fork_for(
     (SQLite connections must not cross a fork) and wake-up pipe once it has adopted the
     job. Here: returns None once the child has adopted it (or died trying); a stop that
     arrived meanwhile was meant for the job that just ended: the claim is given back."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # no flag set between check and fork
+    # Stop signals are blocked from the last look at the stop request to the fork (one
+    # landing in between would otherwise be inherited by the child as a stop of its own
+    # job); every path out of here restores the mask, or runners spawned from here on
+    # would inherit a blocked SIGTERM.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    pid: int | None = None
+    closed = False
     try:
-        if stop.requested:
-            _give_back(store, job)
-            return None
-        store.close()
-        ready_r, ready_w = os.pipe()
-        pid = os.fork()
+        if not stop.requested:
+            store.close()
+            closed = True
+            ready_r, ready_w = os.pipe()
+            pid = os.fork()
     except OSError:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        _give_back(Store.open(), job)
+        pid = None
+    finally:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    if pid is None:  # a stop meant for the job that just ended, or no fork possible
+        _give_back(Store.open() if closed else store, job)
         return None
     if pid:  # this process: its job is recorded; wait until the child has adopted
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         os.close(ready_w)
-        select.select([ready_r], [], [], 30.0)
+        ready, _, _ = select.select([ready_r], [], [], 30.0)
+        adopted = bool(ready) and os.read(ready_r, 1) == b"1"
         os.close(ready_r)
+        if not adopted:  # the child died before adopting (it says so with one byte)
+            _give_back(Store.open(), job)
         return None
     # The child: the stop request was unset at the fork and signals pending for the
     # parent are not inherited, so nothing meant for the ended job reaches this one.
     os.close(ready_r)
     process.forget_children()  # the parent's runners are not this process's children
     wake_r = _wakeup_pipe(replaces=wake_r)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     _redirect_output(job.id)
     try:
         child_store = Store.open()
         me = os.getpid()
         with child_store.transaction():
             adopted = child_store.adopt(job.id, me, process.create_time(me), job.job_key)
-    finally:
-        os.close(ready_w)
+    except (CodexwError, OSError):
+        os._exit(1)  # no byte: the parent gives the claim back
+    if adopted:
+        os.write(ready_w, b"1")
+    os.close(ready_w)
     if not adopted:
         os._exit(0)
     return child_store, wake_r
