@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codexw.core import naming, paths
+from codexw.core import naming, paths, process
 from codexw.core.codex import RunSummary, configured_model
 from codexw.core.durations import format_duration
 from codexw.core.errors import TemplateError
@@ -277,17 +277,27 @@ def warm(template: Path) -> None:
 RENDER_TIMEOUT_S = 5.0
 RENDER_MAX_BYTES = 4 << 20
 RENDER_MAX_MEMORY = 512 << 20  # address space the child may add to what it inherits
+MAX_TEMPLATE_BYTES = 1 << 20
 
 
 def render_final(template: Path, job: Job, summary: RunSummary | None) -> str:
     context = template_context(job, summary)
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    parent = os.getpid()
+    try:
+        read_fd, write_fd = os.pipe()
+    except OSError as exc:
+        raise _no_renderer(template, exc) from None
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise _no_renderer(template, exc) from None
     if pid == 0:  # the child: render, send status byte + text, never return
         os.close(read_fd)
         code = 0
         try:
-            _limit_memory()
+            _confine(parent)
             try:
                 data = b"0" + _render(template, context).encode("utf-8", "surrogateescape")
             except TemplateError as exc:
@@ -325,10 +335,26 @@ def _render(template: Path, context: dict[str, Any]) -> str:
         raise _template_error(template, exc, f"{type(exc).__name__}: ") from None
 
 
-def _limit_memory() -> None:
+def _no_renderer(template: Path, exc: OSError) -> TemplateError:
+    return TemplateError(
+        f"report template {template}: its renderer could not start ({exc.strerror or exc})")
+
+
+def _confine(parent: int) -> None:
+    """The render child's bounds of its own: it dies with its parent (SIGKILL; a stop
+    signal ends it too, as the runner's flag-setting handler would not), and has only so
+    much CPU time and address space; no orphan of a runaway template outlives a runner."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    process.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
     try:
         import resource
 
+        cpu = int(RENDER_TIMEOUT_S) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         with open("/proc/self/statm") as fh:
             used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         limit = used + RENDER_MAX_MEMORY
@@ -382,9 +408,12 @@ def _template_error(template: Path, exc: Exception, kind: str = "") -> TemplateE
 def check_template(template: Path) -> None:
     """Parse and test-render `template`; each distinct content is checked only once."""
     try:
-        content = template.read_bytes()
+        with template.open("rb") as fh:
+            content = fh.read(MAX_TEMPLATE_BYTES + 1)
     except OSError as exc:
         raise TemplateError(f"cannot read report template {template}: {exc.strerror}") from None
+    if len(content) > MAX_TEMPLATE_BYTES:
+        raise TemplateError(f"report template {template} is over {MAX_TEMPLATE_BYTES >> 20} MiB")
     import zlib  # not hashlib: OpenSSL would cost every launch ~10 ms and the runner ~4 MB
 
     # This names "content already checked", it is no security boundary.

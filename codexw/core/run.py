@@ -109,6 +109,13 @@ def stderr_log(event_log: Path) -> Path:
     return event_log.with_name(naming.companion_log(event_log.name, "stderr.log"))
 
 
+def _codex_preexec() -> None:
+    """In codex's process before exec: it dies with its runner and hears every signal
+    (a blocked mask must never be inherited by codex and its tools)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    process.set_parent_death_signal()
+
+
 def _prompt_file(directory: os.PathLike[str], text: str) -> BinaryIO:
     """An anonymous 0600 file holding the prompt, codex's stdin (tempfile costs ~1 MB RSS)."""
     try:
@@ -145,8 +152,12 @@ class CodexRun:
             problem = self.start()
             return Ending(JobState.FAILED, problem) if problem else self.follow(wakeup_fd)
         except (OSError, CodexwError) as exc:
-            if self.codex is not None and process.group_exists(self.codex.pid):
-                process.terminate_group(self.codex.pid, self.spec.kill_grace, reap=[self.codex])
+            try:  # best effort: this machine is in trouble (out of files, memory)
+                if self.codex is not None and process.group_exists(self.codex.pid):
+                    process.terminate_group(self.codex.pid, self.spec.kill_grace,
+                                            reap=[self.codex])
+            except OSError:
+                pass
             return Ending(JobState.FAILED, f"the runner failed: {exc}")
 
     # -- start -------------------------------------------------------------------------
@@ -183,7 +194,7 @@ class CodexRun:
                     cwd=spec.cwd,
                     env=self.env,
                     start_new_session=True,  # its own process group: we signal the group
-                    preexec_fn=process.set_parent_death_signal,
+                    preexec_fn=_codex_preexec,
                     close_fds=True,
                 )
             except FileNotFoundError as exc:
