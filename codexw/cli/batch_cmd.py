@@ -5,7 +5,9 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -15,6 +17,11 @@ from codexw.cli.launch_cmd import read_task_file
 from codexw.core.durations import format_duration
 from codexw.core.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, UsageError
 from codexw.core.models import Job, JobState
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from codexw.services.batch import BatchSnapshot
 
 
 class _HangUp(Exception):
@@ -123,15 +130,18 @@ def _finished_line(job: Job) -> str:
         f"{reason} — {render.task_head(job.spec.task, 60)}", oneline=True)
 
 
-def _watch(bid: int, quiet: bool):  # type: ignore[no-untyped-def]
+def _watch(bid: int, quiet: bool) -> BatchSnapshot:
     from codexw.services.batch import watch
 
     if quiet or not render.is_tty():
-        return _watch_plain(watch(bid), quiet)
-    return _watch_rich(watch(bid))
+        final = _watch_plain(watch(bid), quiet)
+    else:
+        final = _watch_rich(watch(bid))
+    assert final is not None  # watch yields the batch at least once
+    return final
 
 
-def _watch_plain(snapshots, quiet: bool):  # type: ignore[no-untyped-def]
+def _watch_plain(snapshots: Iterator[BatchSnapshot], quiet: bool) -> BatchSnapshot | None:
     seen_running: set[int] = set()
     seen_final: set[int] = set()
     snap = None
@@ -149,7 +159,7 @@ def _watch_plain(snapshots, quiet: bool):  # type: ignore[no-untyped-def]
     return snap
 
 
-def _watch_rich(snapshots):  # type: ignore[no-untyped-def]
+def _watch_rich(snapshots: Iterator[BatchSnapshot]) -> BatchSnapshot | None:
     from rich.console import Group
     from rich.live import Live
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -164,7 +174,7 @@ def _watch_rich(snapshots):  # type: ignore[no-untyped-def]
     snap = None
     started = time.time()
 
-    def running_table(snap) -> Table:  # type: ignore[no-untyped-def]
+    def running_table(snap: BatchSnapshot) -> Table:
         table = Table(box=None, show_header=False, pad_edge=False)
         for job in snap.jobs:
             if job.state.is_active:
@@ -198,9 +208,9 @@ def _watch_rich(snapshots):  # type: ignore[no-untyped-def]
     return snap
 
 
-def _summary(snap) -> None:  # type: ignore[no-untyped-def]
+def _summary(snap: BatchSnapshot) -> None:
     durations = [j.duration for j in snap.jobs if j.duration is not None]
-    tokens = snap.to_dict()["tokens"]
+    tokens = snap.tokens
     lines = [
         f"batch {snap.batch_id} done: {snap.succeeded} succeeded, {snap.failed} failed"
         f" of {len(snap.jobs)}; wall {format_duration(time.time() - snap.started_at)},"

@@ -18,7 +18,10 @@ from codexw.core.models import Job, JobState
 STATES = ", ".join(s.value for s in JobState)
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from codexw.services import status as svc_status
+    from codexw.services.stats import Stats
 
 
 # -- status -------------------------------------------------------------------------------
@@ -162,7 +165,7 @@ def _short_path(path: str | None) -> str:
     return ".codexw/" + path.split(marker, 1)[1] if marker in path else path
 
 
-def _rich_table(jobs: list[Job], many: bool = False):  # type: ignore[no-untyped-def]
+def _rich_table(jobs: list[Job], many: bool = False) -> Table:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
@@ -199,7 +202,7 @@ def _watch(listings: Generator[list[Job], None, None], many: bool) -> None:
         raise typer.Exit(EXIT_INTERRUPTED) from None  # 130, as every command's Ctrl-C
 
 
-def _print_detail(detail) -> None:  # type: ignore[no-untyped-def]
+def _print_detail(detail: svc_status.JobDetail) -> None:
     job = detail.job
     s = job.spec
     lines = [
@@ -253,7 +256,9 @@ def _ts(value: float | None) -> str:
     return "-" if value is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
 
 
-def _stats(job_id, state, batch, watch, all_projects, job_type, as_json, latest, show_all) -> None:  # type: ignore[no-untyped-def]
+def _stats(job_id: int | None, state: str | None, batch: int | None, watch: bool,
+           all_projects: bool, job_type: str | None, as_json: bool, latest: int | None,
+           show_all: bool) -> None:
     from codexw.services.stats import job_stats
 
     if (job_id is not None or state is not None or batch is not None or watch
@@ -266,7 +271,7 @@ def _stats(job_id, state, batch, watch, all_projects, job_type, as_json, latest,
         render.write(_stats_text(result))
 
 
-def _stats_text(st) -> str:  # type: ignore[no-untyped-def]
+def _stats_text(st: Stats) -> str:
     def counts(table: dict[str, int]) -> str:
         return "  ".join(f"{k} {v}" for k, v in table.items()) or "-"
 

@@ -81,8 +81,9 @@ def _parse_jsonl(source: str, text: str) -> list[BatchEntry]:
         where = f"{source} line {number}"
         try:
             data = json.loads(stripped)
-        except ValueError as exc:
-            raise UsageError(f"{where}: not valid JSON ({exc.msg})") from None
+        except ValueError as exc:  # also a number too long to convert, not a JSONDecodeError
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise UsageError(f"{where}: not valid JSON ({why})") from None
         entries.append(_entry(data, where))
     return entries
 

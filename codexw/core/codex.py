@@ -207,11 +207,13 @@ class RunSummary:
     def feed_line(self, line: bytes | str | Skipped) -> dict[str, Any] | None:
         self.lines += 1
         if isinstance(line, Skipped):
-            return self._unparsed(f"{line.size} bytes, over the {MAX_LINE_BYTES} byte limit")
+            self._unparsed(f"{line.size} bytes, over the {MAX_LINE_BYTES} byte limit")
+            return None
         raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogatepass")
         event, why = parse_event(raw)
         if why is not None:
-            return self._unparsed(why)
+            self._unparsed(why)
+            return None
         if event is None:
             if raw.strip():
                 self.bad_lines += 1  # stray text or a bare JSON value: only counted, as always

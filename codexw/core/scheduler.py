@@ -77,13 +77,13 @@ def _plan(store: Store, now: float) -> _Plan:
             continue
         if job.spec.global_limit is not None and total >= job.spec.global_limit:
             continue
-        limit = limits.get(batch) if batch is not None else None
-        if limit is not None and per_batch.get(batch, 0) >= limit:
-            continue
+        if batch is not None:
+            limit = limits.get(batch)
+            if limit is not None and per_batch.get(batch, 0) >= limit:
+                continue
+            per_batch[batch] = per_batch.get(batch, 0) + 1
         start.append(job)
         total += 1
-        if batch is not None:
-            per_batch[batch] = per_batch.get(batch, 0) + 1
     return plan
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypeVar
 
 from codexw.core.errors import UsageError
 from codexw.core.models import JobSpec
@@ -140,7 +140,10 @@ def spec_error(name: str, problem: str) -> SpecError:
     return SpecError(name, f"{LABELS.get(name, name)} {problem}", hint)
 
 
-def check_fields(record: Any) -> Any:
+_Record = TypeVar("_Record")
+
+
+def check_fields(record: _Record) -> _Record:
     """Refuse the first field of `record` (a dataclass) that cannot be stored or passed on."""
     found = first_problem(record)
     if found:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from codexw.core import batchfile, paths
 from codexw.core.config import load_config
 from codexw.core.errors import UsageError
-from codexw.core.models import ACTIVE_STATES, Job, JobState
+from codexw.core.models import ACTIVE_STATES, Job, JobSpec, JobState
 from codexw.core.notify import Listener
 from codexw.core.process import reap_children
 from codexw.core.scheduler import fill_slots, reconcile
@@ -59,7 +59,8 @@ def submit(req: BatchRequest) -> BatchSubmitted:
     project = paths.project_root(base.cwd or os.getcwd())
     config = load_config(project)
     max_parallel = req.max_parallel or config.max_parallel or DEFAULT_MAX_PARALLEL
-    specs, warnings = [], []
+    specs: list[JobSpec] = []
+    warnings: list[str] = []
     for entry in entries:
         try:
             prepared = prepare(
@@ -128,11 +129,16 @@ class BatchSnapshot:
     def queued(self) -> int:
         return self.count(JobState.QUEUED)
 
-    def to_dict(self) -> dict[str, object]:
+    @property
+    def tokens(self) -> dict[str, int]:
+        """Every job's token counts, added up."""
         tokens: dict[str, int] = {}
         for job in self.jobs:
             for key, value in job.tokens.items():
                 tokens[key] = tokens.get(key, 0) + value
+        return tokens
+
+    def to_dict(self) -> dict[str, object]:
         return {
             "batch_id": self.batch_id,
             "total": len(self.jobs),
@@ -140,7 +146,7 @@ class BatchSnapshot:
             "failed": self.failed,
             "running": self.running,
             "queued": self.queued,
-            "tokens": tokens,
+            "tokens": self.tokens,
             "jobs": [j.to_dict() for j in self.jobs],
         }
 

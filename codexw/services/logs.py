@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from codexw.core import lifecycle
 from codexw.core.codex import bounded_text
@@ -92,7 +93,7 @@ def describe(event: dict[str, Any]) -> LogEntry | None:
     return None
 
 
-def _open(path: Path) -> IO[bytes]:
+def _open(path: Path) -> io.BufferedIOBase:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")
     if not path.exists() and path.with_name(path.name + ".gz").exists():

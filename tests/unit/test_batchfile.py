@@ -29,7 +29,8 @@ def test_stdin_format_is_sniffed() -> None:
     "content",
     ['{"task": ""}', '{"task": 5}', '{"task": "x", "priority": "high"}', '{"task": "x", "after": [1]}',
      '["task"]', '{"task": "x", "name": "bad name!"}',
-     '{"task": "a", "name": "n"}\n{"task": "b", "name": "n"}'],
+     '{"task": "a", "name": "n"}\n{"task": "b", "name": "n"}',
+     '{"task": "x", "priority": ' + "1" * 5000 + '}'],  # json.loads: ValueError, no .msg
 )
 def test_bad_jsonl_is_refused(content: str) -> None:
     with pytest.raises(UsageError, match="t.jsonl"):

@@ -42,6 +42,12 @@ LOCK_TTL = 20  # seconds; the running delivery refreshes its lock every few seco
 LOCK_REFRESH = 5.0
 
 
+# A stream entry as both sides' Redis clients read it: RESP2 replies in bytes (no
+# decode_responses). redis-py types each reply as the union over protocols and
+# decodings, so a reply is cast to this where it is read.
+StreamEntry = tuple[bytes, dict[bytes, bytes]]
+
+
 def events_key(task_id: str) -> str:
     return f"codexw:events:{task_id}"
 

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from codexw.backends.celery import protocol
 from codexw.core import lifecycle, process, scheduler
@@ -64,9 +64,9 @@ class Client:
 
     def read(self, task_id: str, after: str, block_ms: int) -> list[tuple[str, str, Any]]:
         # block=None: answer at once (BLOCK 0 would wait forever).
-        found = self.redis.xread(
+        found = cast("list[tuple[bytes, list[protocol.StreamEntry]]] | None", self.redis.xread(
             {protocol.events_key(task_id): after}, count=200, block=block_ms or None
-        )
+        ))
         entries = []
         for _key, items in found or []:
             for entry_id, fields in items:
@@ -236,7 +236,7 @@ class RemoteRun:
 
     def ending_from_result(self, data: dict[str, Any]) -> Ending:
         try:
-            state = JobState(data.get("state"))
+            state = JobState(str(data.get("state")))  # a non-str names no state either
         except ValueError:
             return Ending(JobState.FAILED, f"the worker sent an unknown outcome {data.get('state')!r}")
         if not state.is_final:

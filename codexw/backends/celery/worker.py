@@ -13,7 +13,7 @@ import signal
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -51,7 +51,8 @@ class Stream:
 
     def finished(self) -> dict[str, Any] | None:
         """The result of an earlier delivery that already ended, if any."""
-        for _id, fields in self.client.xrevrange(self.key, count=1):
+        last = cast("list[protocol.StreamEntry]", self.client.xrevrange(self.key, count=1))
+        for _id, fields in last:
             if fields.get(b"kind") == b"end":
                 return protocol.decode(fields[b"data"])
         return None
