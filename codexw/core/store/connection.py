@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Self
 
-from codexw.core import notify, paths
+from codexw.core import notify, paths, process
 from codexw.core.errors import StoreError
 from codexw.core.store import schema
 
@@ -110,18 +110,34 @@ class Connection:
             self._rollback()
             raise
         else:
-            try:
-                self.conn.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                self._rollback()
-                raise store_error(paths.db_path(), exc) from None
+            # From COMMIT to the end of the post-commit work, a Ctrl-C waits: raised in
+            # between, it would reach the caller as a failed transaction and make it
+            # undo what is already committed (remove a queued job's TEMP report).
+            with process.signals_deferred():
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.DatabaseError as exc:
+                    self._rollback()
+                    raise store_error(paths.db_path(), exc) from None
+                self._post_commit(notify_waiters and self.conn.total_changes != changes_before)
         finally:
             self._in_txn = False
-            callbacks, self._after_commit = self._after_commit, []
-        if notify_waiters and self.conn.total_changes != changes_before:
-            notify.broadcast()
-        for callback in callbacks:  # only reached after a successful COMMIT
-            callback()
+            self._after_commit = []
+
+    def _post_commit(self, changed: bool) -> None:
+        """Wake waiters and run the after-commit callbacks; neither may fail the
+        transaction, which is committed."""
+        callbacks, self._after_commit = self._after_commit, []
+        if changed:
+            try:
+                notify.broadcast()
+            except OSError:
+                pass  # waiters also look at the registry every few seconds
+        for callback in callbacks:
+            try:
+                callback()
+            except OSError:
+                pass
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the current transaction has committed (never on rollback):
