@@ -239,12 +239,16 @@ def record_end(
             store.repoint_deps(job.id, retry_id)
         elif ending.state in HALTING and job.spec.batch_id is not None:
             store.halt_batch(job.spec.batch_id, f"job {job.id} {ending.state.value}")
-        key = job.spec.env_key
-        if key is not None and not store.env_key_in_use(key):
-            # No open attempt needs the launch environment any more (an automatic retry
-            # would be open by now, in this same transaction): remove it after the commit.
-            store.after_commit(lambda: envfile.remove(key))
+        forget_launch_env(store, job.spec.env_key)
     return True, retry_id
+
+
+def forget_launch_env(store: Store, key: str | None) -> None:
+    """Inside the transaction that ends a job: once no open attempt needs its launch
+    environment (an automatic retry would be open by now, in this same transaction),
+    the file goes, after the commit."""
+    if key is not None and not store.env_key_in_use(key):
+        store.after_commit(lambda: envfile.remove(key))
 
 
 def finalize(store: Store, job: Job, ending: Ending, summary: RunSummary | None) -> None:
@@ -285,7 +289,8 @@ def _record_patiently(
                 )
                 if recorded and final is None:  # no report anywhere: not even the TEMP
                     store.set_report_path(job.id, None)
-            if not recorded and final is not None and store.owns(job.id, job.job_key):
+            if (not recorded and final is not None and not naming.is_temp_report(final.name)
+                    and store.owns(job.id, job.job_key)):
                 # Someone else ended this very attempt and wrote its report: ours, which
                 # we just created, is the duplicate. A registry that no longer holds the
                 # attempt proves nothing: our report stays.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from codexw.core import process
 from codexw.core.backend import Backend, backend_for
-from codexw.core.lifecycle import Ending, end_without_runner
+from codexw.core.lifecycle import Ending, end_without_runner, forget_launch_env
 from codexw.core.models import Job, JobState
 from codexw.core.store import Store
 from codexw.core.store.rows import Unreadable
@@ -112,7 +112,8 @@ def fill_slots(
             plan = _plan(store, time.time())
             cancel = plan.cancel
             for damaged in plan.damaged:
-                store.end_unreadable(damaged, time.time())
+                if store.end_unreadable(damaged, time.time()):
+                    forget_launch_env(store, damaged.job.spec.env_key)
             claimed = [job for job in plan.start if store.mark_starting(job.id, me, my_start)]
             if take_one and result.taken is None:
                 mine = next((j for j in claimed if j.spec.backend == "local"), None)
@@ -192,7 +193,10 @@ def _end_unreadable(store: Store, row: Unreadable) -> bool:
         except OSError:
             pass
     with store.transaction():
-        return store.end_unreadable(row, time.time())
+        ended = store.end_unreadable(row, time.time())
+        if ended:
+            forget_launch_env(store, job.spec.env_key)
+        return ended
 
 
 def _known_backend(job: Job) -> Backend | None:
