@@ -77,20 +77,18 @@ def status(
         raise UsageError("--watch is for people and --json for scripts: pick one",
                          "a script can run `codexw status --json` when `codexw wait` returns")
 
-    limit = None if show_all else latest or 10
+    query = svc.JobQuery(all_projects=all_projects, job_type=job_type, state=state,
+                         batch_id=batch, limit=None if show_all else latest or 10)
     many = all_projects  # jobs of several projects: each row says which
     if watch:
-        _watch(svc.watch(all_projects=all_projects, job_type=job_type, state=state,
-                         batch_id=batch, limit=limit), many)
+        _watch(svc.watch(query), many)
         return
-    jobs = svc.list_jobs(all_projects=all_projects, job_type=job_type, state=state,
-                         batch_id=batch, limit=limit)
+    jobs = svc.list_jobs(query)
     if as_json:
         render.emit_json("status", {"jobs": [j.to_dict() for j in jobs]})
         return
     if not jobs:
-        render.write(_empty_text(svc.explain_empty(
-            all_projects=all_projects, job_type=job_type, state=state, batch_id=batch)) + "\n")
+        render.write(_empty_text(svc.explain_empty(query)) + "\n")
         return
     _print_table(jobs, many)
 

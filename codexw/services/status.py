@@ -44,58 +44,50 @@ class JobDetail:
         return data
 
 
-def list_jobs(
-    *,
-    cwd: str | None = None,
-    all_projects: bool = False,
-    job_type: str | None = None,
-    state: str | None = None,
-    batch_id: int | None = None,
-    limit: int | None = 10,
-    store: Store | None = None,
-) -> list[Job]:
-    if state is not None:
-        JobState(state)  # validated by the CLI; a bad value here is a bug
+@dataclass(frozen=True)
+class JobQuery:
+    """Which jobs `status` lists: the newest `limit` (None: all) of this project, of
+    every project, or of one batch, optionally of one type and state."""
+
+    cwd: str | None = None
+    all_projects: bool = False
+    job_type: str | None = None
+    state: str | None = None
+    batch_id: int | None = None
+    limit: int | None = 10
+
+    def __post_init__(self) -> None:
+        if self.state is not None:
+            JobState(self.state)  # validated by the CLI; a bad value here is a bug
+
+    @property
+    def project(self) -> str | None:
+        """The project the listing is limited to: none for --all-projects or a batch."""
+        if self.all_projects or self.batch_id is not None:
+            return None
+        return str(paths.project_root(self.cwd or os.getcwd()))
+
+
+def list_jobs(query: JobQuery = JobQuery(), store: Store | None = None) -> list[Job]:
     with using_store(store) as store:
-        return _list(store, cwd, all_projects, job_type, state, batch_id, limit)
+        return _list(store, query)
 
 
-def _list(
-    store: Store, cwd: str | None, all_projects: bool, job_type: str | None, state: str | None,
-    batch_id: int | None, limit: int | None,
-) -> list[Job]:
-    if batch_id is not None:
-        store.get_batch(batch_id)  # an unknown batch is an error, not an empty list
-    return store.list_jobs(project=_project(cwd, all_projects, batch_id), job_type=job_type,
-                           state=state, batch_id=batch_id, limit=limit)
+def _list(store: Store, query: JobQuery) -> list[Job]:
+    if query.batch_id is not None:
+        store.get_batch(query.batch_id)  # an unknown batch is an error, not an empty list
+    return store.list_jobs(project=query.project, job_type=query.job_type, state=query.state,
+                           batch_id=query.batch_id, limit=query.limit)
 
 
-def _project(cwd: str | None, all_projects: bool, batch_id: int | None) -> str | None:
-    """The project a listing is limited to: none for --all-projects or a batch."""
-    if all_projects or batch_id is not None:
-        return None
-    return str(paths.project_root(cwd or os.getcwd()))
-
-
-def watch(
-    *,
-    cwd: str | None = None,
-    all_projects: bool = False,
-    job_type: str | None = None,
-    state: str | None = None,
-    batch_id: int | None = None,
-    limit: int | None = 10,
-    refresh: float = 1.0,
-) -> Generator[list[Job], None, None]:
+def watch(query: JobQuery = JobQuery(), refresh: float = 1.0) -> Generator[list[Job], None, None]:
     """`list_jobs` now, then after every registry change and at least every `refresh`
     seconds (ages and durations move on), reconciling each time as `status` does;
     until the caller stops iterating."""
-    if state is not None:
-        JobState(state)
     # The listener first: a change between the first listing and the wait still wakes it.
     with Listener() as listener, open_store() as store:
         while True:
-            yield _list(store, cwd, all_projects, job_type, state, batch_id, limit)
+            yield _list(store, query)
             listener.wait(refresh)
             reap_children()
             reconcile(store)
@@ -112,18 +104,12 @@ class EmptyListing:
     other_projects: int
 
 
-def explain_empty(
-    *,
-    cwd: str | None = None,
-    all_projects: bool = False,
-    job_type: str | None = None,
-    state: str | None = None,
-    batch_id: int | None = None,
-    store: Store | None = None,
-) -> EmptyListing:
+def explain_empty(query: JobQuery = JobQuery(), store: Store | None = None) -> EmptyListing:
+    """Why `query` found nothing (its limit aside)."""
+    job_type, state, batch_id = query.job_type, query.state, query.batch_id
     filters = [f"of type {job_type}" if job_type else "", f"in state {state}" if state else "",
                f"in batch {batch_id}" if batch_id is not None else ""]
-    project = _project(cwd, all_projects, batch_id)
+    project = query.project
     with using_store(store, reconcile_first=False) as store:
         everything = len(store.job_ids())
         here = len(store.job_ids(project)) if project is not None else everything

@@ -66,7 +66,7 @@ def test_each_service_closes_the_store_it_opened(project: Path, opened: list[Sto
     queued = _insert(project)
     opened.clear()
     assert [j.id for j in status.list_jobs()] == [queued, done]
-    assert status.explain_empty(state="failed").unfiltered == 2
+    assert status.explain_empty(status.JobQuery(state="failed")).unfiltered == 2
     assert status.job_detail(done).job.state == JobState.CANCELLED
     assert stats.job_stats(disk=False).total == 2
     assert wait.open_jobs() == [queued]
