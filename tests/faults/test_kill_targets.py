@@ -93,3 +93,45 @@ def test_the_pid_launch_prints_is_the_one_status_shows_and_the_report_carries(cx
     assert cx.run("wait", str(printed["job_id"])).returncode == 0
     name = Path(cx.job(printed["job_id"])["report_path"]).name
     assert re.fullmatch(rf"\d{{8}}_\d{{6}}_{printed['runner_pid']}_codex_task\.md", name), name
+
+
+def test_a_stop_between_two_jobs_leaves_no_signal_blocked_anywhere(cx: Env) -> None:
+    """A runner whose job ended claims the next one; a stop that lands then is meant for
+    the ended job, so the claim is given back and a new runner started. Stop signals
+    are blocked around that check: they must be unblocked again on every path, or the
+    runners (and codexes) started from there on could not be stopped politely."""
+    from codexw import runner
+    from codexw.core.run import StopRequest
+    from codexw.core.store import Store
+
+    config = Path(cx.env["CODEXW_CONFIG_DIR"]) / "config.toml"
+    config.write_text(config.read_text() + "max_parallel = 1\n")
+    gate = cx.tmp / "gate"
+    cx.launch(f"first\n@fake wait-for {gate}")
+    wait_running(cx, 1)
+    second_gate = cx.tmp / "gate2"
+    cx.launch(f"second, claimed by the ending runner\n@fake wait-for {second_gate}")
+    store = Store.open()
+    me = os.getpid()
+    with store.transaction():
+        assert store.mark_starting(2, me, process.create_time(me))
+    stop = StopRequest()
+    stop.signum = signal.SIGTERM  # it landed while the next job was being claimed
+    wake_r, wake_w = os.pipe()
+    try:
+        assert runner._fork_for(store, store.get_job(2), stop, wake_r) is None
+        left_blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    finally:
+        os.close(wake_r)
+        os.close(wake_w)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())  # whatever happened: pytest goes on
+    assert left_blocked == set()
+    assert cx.job(2)["state"] == "queued"  # given back, waiting for the slot
+    gate.touch()
+    second = wait_running(cx, 2)
+    for pid in (second["runner_pid"], second["codex_pgid"]):
+        blocked = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                   if line.startswith("SigBlk:")]
+        assert blocked == ["SigBlk:\t0000000000000000"], (pid, blocked)
+    second_gate.touch()
+    assert cx.run("wait", "1", "2").returncode == 0
