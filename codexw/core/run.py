@@ -82,7 +82,8 @@ class RunSink(Protocol):
         """codex runs; False if the job was ended meanwhile elsewhere (stop at once)."""
 
     def on_progress(self, summary: RunSummary, changed: bool) -> None:
-        """Called about once per PROGRESS_INTERVAL while codex runs, and once at the end."""
+        """Called when codex has started, then about once per PROGRESS_INTERVAL while it
+        runs (`changed`: new events arrived since the last call)."""
 
     def stop_requested(self) -> bool:
         """Whether the run must stop now (a kill, a signal)."""
