@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from codexw.cli import render
 from codexw.core.durations import parse_duration
 from codexw.core.errors import EXIT_JOB_FAILED
+
+if TYPE_CHECKING:
+    from codexw.services.cleanup import CleanupResult
 
 VERB = {"archive": "archive", "compress": "compress", "delete": "delete", "repair": "finish",
         "prune": "prune"}
@@ -75,7 +80,7 @@ def cleanup(
         raise typer.Exit(EXIT_JOB_FAILED)
 
 
-def _print(result) -> None:  # type: ignore[no-untyped-def]
+def _print(result: CleanupResult) -> None:
     out = []
     would = "would " if result.dry_run else ""
     if result.dry_run:

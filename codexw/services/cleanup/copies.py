@@ -28,11 +28,15 @@ SMALL = 8 << 20  # files up to this size are gzipped in one piece, larger ones s
 _tmpfile = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 
 
-def content(fh: IO[bytes], gz: bool) -> IO[bytes]:
+# A file, or a gzip reader over one (typeshed keeps GzipFile apart from IO[bytes]).
+Stream = IO[bytes] | gzip.GzipFile
+
+
+def content(fh: IO[bytes], gz: bool) -> Stream:
     return gzip.GzipFile(fileobj=fh, mode="rb") if gz else fh
 
 
-def _read_full(fh: IO[bytes], size: int) -> bytes:
+def _read_full(fh: Stream, size: int) -> bytes:
     data = b""
     while len(data) < size:
         chunk = fh.read(size - len(data))
@@ -42,7 +46,7 @@ def _read_full(fh: IO[bytes], size: int) -> bytes:
     return data
 
 
-def same_content(a: IO[bytes], b: IO[bytes]) -> bool:
+def same_content(a: Stream, b: Stream) -> bool:
     """Byte-for-byte equal streams; a damaged gzip stream is simply not equal."""
     try:
         while True:
@@ -135,7 +139,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _read_all(fd: int, size: int) -> bytes:
-    parts, got = [], 0
+    parts: list[bytes] = []
+    got = 0
     while True:  # to the end, even if the file grew since its stat
         chunk = os.read(fd, max(CHUNK, size - got + 1))
         if not chunk:

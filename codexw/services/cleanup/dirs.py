@@ -74,7 +74,7 @@ class Dir:
     def join(self, name: str) -> str:
         return f"{self.path}/{name}"
 
-    def files(self) -> dict[str, os.DirEntry[str]]:
+    def files(self) -> dict[str, Entry]:
         """Regular files here (by d_type or lstat: a symbolic link is not a file), in the
         directory's own order. Their `stat(follow_symlinks=False)` is taken only when
         asked for, and then cached."""
