@@ -40,7 +40,7 @@ def batch(
     model: str = typer.Option(None, "--model", "-m", metavar="MODEL", help="Model for tasks that set none. [default: codex's own]"),
     sandbox: str = typer.Option(None, "--sandbox", "-s", metavar="SANDBOX", help="Sandbox for every task. [default: workspace-write]"),
     cd: str = typer.Option(None, "--cd", "-C", metavar="DIR", help="Working directory for every task. [default: the current directory]"),
-    timeout: str = typer.Option(None, "--timeout", metavar="DURATION", help="Timeout for tasks that set none: 90s, 20m, 2h. [default: none]"),
+    timeout: str = typer.Option(None, "--timeout", metavar="DURATION", help="Timeout for tasks that set none: 90s, 20m, 2h (a bare number is seconds). [default: none]"),
     retries: int = typer.Option(None, "--retries", "-r", metavar="N", help="Retry transient failures up to N times. [default: 0, or retries in the config]"),
     retry_timeouts: bool = typer.Option(None, "--retry-timeouts/--no-retry-timeouts", help="Also retry timeouts. [default: no]"),
     sections: bool = typer.Option(None, "--sections/--no-sections", help="Append to the task a request for a final message in the report's sections (Task Summary, Files Modified, Changes Made, Issues Encountered, Next Steps); --no-sections sends the task alone. [default: on, or report_sections in the config]"),
@@ -182,7 +182,7 @@ def _watch_rich(snapshots: Iterator[BatchSnapshot]) -> BatchSnapshot | None:
                     render.rich_text(f"job {job.id}", "blue"),
                     render.rich_text(format_duration(job.duration)),
                     render.rich_text(render.task_head(job.spec.task, 40)),
-                    render.rich_text(job.last_action or "starting"),
+                    render.rich_text(job.last_action or job.state.value),
                 )
         return table
 
@@ -224,7 +224,7 @@ def _summary(snap: BatchSnapshot) -> None:
         lines.append(f"  {job.state.value} job {job.id}: {render.clean(job.reason or '-', oneline=True)}"
                      f"\n    {render.clean(job.report_path or '-', oneline=True)}")
     if failed:
-        lines.append(f"re-run them: codexw retry --failed --batch {snap.batch_id}")
+        lines.append(f"re-run them: codexw retry --batch {snap.batch_id}")
     render.write("\n".join(lines) + "\n")
 
 

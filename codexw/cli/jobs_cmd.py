@@ -167,9 +167,16 @@ def _rich_table(jobs: list[Job], many: bool = False) -> Table:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for header in _headers(many):
-        table.add_column(header, no_wrap=header != "TASK", overflow="ellipsis")
-    for job, row in zip(jobs, _rows(jobs, many), strict=True):
+    rows = _rows(jobs, many)
+    for i, header in enumerate(_headers(many)):
+        if header in ("TASK", "REPORT", "PROJECT"):
+            # These share what the narrow columns leave; the rest always show whole
+            # (an 80-column terminal lost the ID column to a long report path).
+            table.add_column(header, no_wrap=header != "TASK", overflow="ellipsis", ratio=1)
+        else:
+            width = max([len(header), *(len(str(row[i])) for row in rows)])
+            table.add_column(header, no_wrap=True, min_width=width)
+    for job, row in zip(jobs, rows, strict=True):
         # Text cells: a task such as "[bold red]x" is shown, not read as markup.
         cells = [render.rich_text(cell) for cell in row]
         cells[1].stylize(render.STATE_STYLE[job.state])

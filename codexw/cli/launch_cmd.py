@@ -91,7 +91,7 @@ def launch(
     model: str = typer.Option(None, "--model", "-m", metavar="MODEL", help="Model codex uses. [default: codex's own]"),
     sandbox: str = typer.Option(None, "--sandbox", "-s", metavar="SANDBOX", help="read-only, workspace-write or danger-full-access. [default: workspace-write]"),
     cd: str = typer.Option(None, "--cd", "-C", metavar="DIR", help="Working directory for codex. [default: the current directory]"),
-    timeout: str = typer.Option(None, "--timeout", metavar="DURATION", help="Stop the job after this long: 90s, 20m, 2h. [default: none]"),
+    timeout: str = typer.Option(None, "--timeout", metavar="DURATION", help="Stop the job after this long: 90s, 20m, 2h (a bare number is seconds). [default: none]"),
     retries: int = typer.Option(None, "--retries", "-r", metavar="N", help="Retry transient failures up to N times. [default: 0, or retries in the config]"),
     retry_timeouts: bool = typer.Option(None, "--retry-timeouts/--no-retry-timeouts", help="Also retry jobs that timed out. [default: no]"),
     sections: bool = typer.Option(None, "--sections/--no-sections", help="Append to the task a request for a final message in the report's sections (Task Summary, Files Modified, Changes Made, Issues Encountered, Next Steps); --no-sections sends the task alone. [default: on, or report_sections in the config]"),
