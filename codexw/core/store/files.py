@@ -8,11 +8,13 @@ or running job are never repointed or forgotten.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
+from codexw.core import paths
 from codexw.core.models import JobState
 from codexw.core.store import sql
-from codexw.core.store.connection import Connection
+from codexw.core.store.connection import Connection, store_error
 from codexw.core.store.rows import read_state
 
 
@@ -65,6 +67,42 @@ def move_log(store: Connection, job_id: int, old: str | None, new: str | None) -
         (new, job_id, old),
     )
     return cur.rowcount == 1
+
+
+_MOVED_COLUMNS = ("report_path", "log_path")
+
+
+def move_many(
+    store: Connection, column: str, moves: list[tuple[int, str | None, str | None]]
+) -> set[int]:
+    """`move_report` (column report_path) or `move_log` (log_path) for many jobs in one
+    statement: each (job id, old, new) moves only if the job still points at `old` and
+    is no longer open. Returns the ids that did not move (their record changed)."""
+    if column not in _MOVED_COLUMNS:
+        raise ValueError(f"not a file column: {column}")
+    if not moves:
+        return set()
+    try:
+        cur = store.conn.executemany(
+            f"UPDATE jobs SET {column} = ? WHERE id = ? AND {column} IS ? AND {sql.NOT_OPEN}",
+            [(new, job_id, old) for job_id, old, new in moves],
+        )
+        if cur.rowcount == len(moves):
+            return set()
+        # Some did not move (rare): those whose row does not point at the new place.
+        wanted = {job_id: new for job_id, _old, new in moves}
+        placed: dict[int, str | None] = {}
+        ids = list(wanted)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for job_id, where in store.conn.execute(
+                f"SELECT id, {column} FROM jobs WHERE id IN ({marks})", chunk
+            ):
+                placed[job_id] = where
+    except sqlite3.DatabaseError as exc:
+        raise store_error(paths.db_path(), exc) from None
+    return {job_id for job_id, new in wanted.items() if placed.get(job_id, ...) != new}
 
 
 def prune_finished(store: Connection, project: str) -> list[int]:
