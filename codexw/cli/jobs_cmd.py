@@ -166,13 +166,14 @@ def _short_path(path: str | None) -> str:
 def _rich_table(jobs: list[Job], many: bool = False) -> Table:
     from rich.table import Table
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = Table(box=None, header_style="bold", pad_edge=False, expand=True)
     rows = _rows(jobs, many)
     for i, header in enumerate(_headers(many)):
         if header in ("TASK", "REPORT", "PROJECT"):
-            # These share what the narrow columns leave; the rest always show whole
-            # (an 80-column terminal lost the ID column to a long report path).
-            table.add_column(header, no_wrap=header != "TASK", overflow="ellipsis", ratio=1)
+            # These share what the narrow columns leave (the task most); the rest always
+            # show whole: an 80-column terminal lost ID and TASK to a long report path.
+            table.add_column(header, no_wrap=header != "TASK", overflow="ellipsis",
+                             ratio=2 if header == "TASK" else 1, min_width=8)
         else:
             width = max([len(header), *(len(str(row[i])) for row in rows)])
             table.add_column(header, no_wrap=True, min_width=width)
