@@ -218,7 +218,7 @@ def check_state() -> Check:
         return Check("registry", FAIL, f"{paths.db_path()}: integrity check says {result}",
                      "move the file away; codexw starts a new registry")
     mode = directory.stat().st_mode & 0o777
-    detail = f"{paths.db_path()} ({jobs} jobs, {journal})"
+    detail = f"{paths.db_path()} ({jobs} job{'s' * (jobs != 1)}, {journal})"
     if mode & 0o077:
         return Check("registry", WARN, f"{detail}; state dir {directory} is mode {mode:o}",
                      f"chmod 700 {directory}: logs hold task text")
