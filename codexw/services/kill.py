@@ -11,7 +11,7 @@ from codexw.core.backend import backend_for
 from codexw.core.lifecycle import Ending, end_without_runner
 from codexw.core.models import Job, JobState
 from codexw.core.notify import Listener
-from codexw.core.scheduler import fill_slots
+from codexw.core.scheduler import fill_slots, reconcile
 from codexw.core.store import Store
 from codexw.services.common import open_store
 
@@ -28,7 +28,11 @@ class KillResult:
 
 
 def kill_jobs(job_ids: list[int], batch_id: int | None = None) -> list[KillResult]:
-    with open_store() as store:
+    # Reconcile without filling slots first: a queued job being killed must not be
+    # started here a moment before it is stopped (its runner would not even have its
+    # signal handlers yet). The slots this kill frees are filled at its end.
+    with open_store(reconcile_first=False) as store:
+        reconcile(store, fill=False)
         return _kill(store, job_ids, batch_id)
 
 
