@@ -40,3 +40,22 @@ def test_kill_of_a_failed_job_stops_its_pending_retry(cx: Env, retry: str) -> No
     jobs = status_json(cx, "--all")["jobs"]
     assert sorted(j["id"] for j in jobs) == [1, 2]
     assert all(j["state"] in ("failed", "cancelled", "killed") for j in jobs), jobs
+
+
+def test_kill_of_a_queued_job_with_a_free_slot_cancels_it_without_starting_it(cx: Env) -> None:
+    """A job can sit queued with a slot free for a moment (its launcher has not filled
+    the slot yet). `kill` must cancel it, not start it first and then stop it."""
+    import time
+
+    from codexw.core import lifecycle
+    from codexw.core.models import JobSpec
+    from codexw.core.store import Store
+
+    spec = JobSpec(task="never to run", level="low", type="workers", cwd=str(cx.project),
+                   project=str(cx.project), codex_bin="codex")
+    with Store.open() as store, store.transaction():
+        job_id = lifecycle.queue_with_report(store, spec, time.time())
+    done = cx.run("kill", "--json", str(job_id))
+    assert done.returncode == 0, done.stderr
+    assert cx.job(job_id)["state"] == "cancelled"
+    assert cx.fake_runs() == []
