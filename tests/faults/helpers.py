@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -188,3 +189,27 @@ class Terminal:
 
 def codexw_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "codexw", *args]
+
+
+def run_in_terminal(cx: Env, *args: str, columns: int = 200) -> str:
+    """Output of codexw on a real pseudo-terminal `columns` wide (rich rendering), read
+    to the end; the command must succeed."""
+    master, slave = os.openpty()
+    env = {k: v for k, v in cx.env.items() if k != "NO_COLOR"}
+    env.update(TERM="xterm-256color", COLUMNS=str(columns), LINES="50")
+    proc = subprocess.Popen([sys.executable, "-m", "codexw", *args], stdin=slave,
+                            stdout=slave, stderr=slave, cwd=cx.project, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError as exc:  # EIO: every writer of the terminal is gone
+            assert exc.errno == errno.EIO
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, out
+    return out.decode("utf-8", "replace")

@@ -11,9 +11,7 @@ and `--json` stay exact. Real processes: the fake codex emits the hostile events
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Env
-from tests.faults.helpers import one_line_error, wait_running
+from tests.faults.helpers import one_line_error, run_in_terminal, wait_running
 
 OSC52 = "\x1b]52;c;cm0gLXJmIH4K\x07"  # clipboard := "rm -rf ~"
 OSC0 = "\x1b]0;owned window\x07"
@@ -75,29 +73,6 @@ def _clean(out: str, what: str) -> None:
 def _run_bytes(cx: Env, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-m", "codexw", *args], capture_output=True,
                           cwd=cx.project, env=cx.env, timeout=120)
-
-
-def _run_in_terminal(cx: Env, *args: str) -> str:
-    """Output of codexw on a real pseudo-terminal (rich rendering), read to the end."""
-    master, slave = os.openpty()
-    env = {k: v for k, v in cx.env.items() if k != "NO_COLOR"}
-    env.update(TERM="xterm-256color", COLUMNS="200", LINES="50")
-    proc = subprocess.Popen([sys.executable, "-m", "codexw", *args], stdin=slave,
-                            stdout=slave, stderr=slave, cwd=cx.project, env=env)
-    os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError as exc:  # EIO: every writer of the terminal is gone
-            assert exc.errno == errno.EIO
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(master)
-    assert proc.wait(timeout=60) == 0, out
-    return out.decode("utf-8", "replace")
 
 
 def _recorded(cx: Env) -> int:
@@ -225,7 +200,7 @@ def test_rich_rendering_on_a_terminal_never_reads_markup_or_passes_escapes(
     cx: Env, ended: dict
 ) -> None:
     for args in (("logs", "1"), ("status",), ("status", "1")):
-        out = _run_in_terminal(cx, *args)
+        out = run_in_terminal(cx, *args)
         for seq in ("\x1b]", "\x1b[2J", "\x07", "\x9b", "\u202e"):
             assert seq not in out, f"{args} put {seq!r} on the terminal: {out!r}"
         if args == ("logs", "1"):
@@ -233,7 +208,7 @@ def test_rich_rendering_on_a_terminal_never_reads_markup_or_passes_escapes(
             assert "[bold red]markup[/bold red] :warning:" in out, out
     cx.launch(f"{MARKUP} first")  # at the start of the task: the table shows 50 characters
     assert cx.run("wait", "3").returncode == 0
-    assert f"{MARKUP} first" in _run_in_terminal(cx, "status")
+    assert f"{MARKUP} first" in run_in_terminal(cx, "status")
 
 
 def test_doctor_and_trust_show_what_they_quote_with_escapes_made_visible(cx: Env) -> None:

@@ -3,15 +3,13 @@ thing, filters that said nothing, conflicting flags, exit codes and wording."""
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.conftest import Env
+from tests.faults.helpers import run_in_terminal
 
 
 def one_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -218,25 +216,8 @@ def test_track_reports_tracks_finished_reports_only(cx: Env) -> None:
 def test_status_on_an_80_column_terminal_keeps_every_narrow_column_whole(cx: Env) -> None:
     cx.launch("a task whose text is long enough to need more room than it will get " * 3)
     assert cx.run("wait", "1").returncode == 0
-    master, slave = os.openpty()
-    env = {k: v for k, v in cx.env.items() if k != "NO_COLOR"}
-    env.update(TERM="xterm-256color", COLUMNS="80", LINES="50")
-    proc = subprocess.Popen([sys.executable, "-m", "codexw", "status"], stdin=slave,
-                            stdout=slave, stderr=slave, cwd=cx.project, env=env)
-    os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError as exc:  # EIO: the command is gone
-            assert exc.errno == errno.EIO
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
-    text = re.sub(r"\x1b\[[0-9;]*m", "", out.decode())
+    out = run_in_terminal(cx, "status", columns=80)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out)
     header, row = text.splitlines()[0], text.splitlines()[1]
     for column in ("ID", "STATE", "TYPE", "PID", "TASK"):
         assert column in header.split(), header
