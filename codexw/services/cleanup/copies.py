@@ -117,11 +117,16 @@ class Staged:
     size: int
 
 
-def _new_file(directory: Dir, token: str) -> tuple[int, str | None]:
+def _new_file(directory: Dir, token: str, near: Dir | None = None) -> tuple[int, str | None]:
     global _tmpfile
     if _tmpfile:
+        # An unnamed file can be linked into any folder of its filesystem. Made next to
+        # the original, its inode comes from where the originals are being freed: on
+        # ext4 without a journal a new folder's block group can cost a long scan per
+        # new inode (it skips every inode freed in the last seconds).
+        home = near if near is not None and near.dev == directory.dev else directory
         try:
-            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=directory.fd)
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=home.fd)
             return fd, None
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
@@ -139,27 +144,32 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _read_all(fd: int, size: int) -> bytes:
-    parts: list[bytes] = []
-    got = 0
-    while True:  # to the end, even if the file grew since its stat
-        chunk = os.read(fd, max(CHUNK, size - got + 1))
-        if not chunk:
-            return b"".join(parts)
+    """To the end, even if the file grew since its stat: a regular file's read returns
+    less than asked only at its end."""
+    want = max(CHUNK, size + 1)
+    data = os.read(fd, want)
+    if len(data) < want:
+        return data
+    parts = [data]
+    while chunk := os.read(fd, CHUNK):
         parts.append(chunk)
-        got += len(chunk)
+    return b"".join(parts)
 
 
 def write_copy(
     directory: Dir, src: int | IO[bytes], *, compress: bool, token: str, mode: int,
-    mtime_ns: int, durable: bool = True,
+    mtime_ns: int, durable: bool = True, near: Dir | None = None, size: int | None = None,
 ) -> Staged:
-    """Write the file open at `src` (gzipped if asked) to a new file in `directory` that
-    has no name yet, with the original's permissions and mtime; fsync it unless the
-    caller makes a whole batch durable at once (`sync_filesystems`). `publish` names it."""
+    """Write the file open at `src` (gzipped if asked) to a new file for `directory` that
+    has no name yet (made in `near`, the original's folder, when that is on the same
+    filesystem), with the original's permissions and mtime; fsync it unless the caller
+    makes a whole batch durable at once (`sync_filesystems`). `publish` names it.
+    `size`: the size of `src` (an fd at its start) if the caller has just taken it."""
     src_fd = src if isinstance(src, int) else src.fileno()
-    fd, tmp = _new_file(directory, token)
+    fd, tmp = _new_file(directory, token, near)
     try:
-        size = os.fstat(src_fd).st_size
+        if size is None or not isinstance(src, int):
+            size = os.fstat(src_fd).st_size
         if size <= SMALL:
             data = _read_all(src_fd, size)
             if compress:

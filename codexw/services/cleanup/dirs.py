@@ -39,6 +39,14 @@ class Dir:
     def __init__(self, fd: int, path: str) -> None:
         self.fd = fd
         self.path = path
+        self._dev: int | None = None
+
+    @property
+    def dev(self) -> int:
+        """The filesystem it is on."""
+        if self._dev is None:
+            self._dev = os.fstat(self.fd).st_dev
+        return self._dev
 
     @classmethod
     def open(cls, path: str) -> Dir:

@@ -2,30 +2,39 @@
 
 For each batch: every copy is gzipped into a new unnamed file and linked into place
 (never over another file); one durability barrier (syncfs) covers the whole batch; one
-registry transaction points the jobs at the copies; only then are the originals
-removed. A run that stops anywhere leaves each file in place, copied, or both, and the
-next run recognises equal copies and finishes (a damaged copy, which only a crash of
-the machine can leave, is rewritten; a different file is never overwritten).
-Deletions go the other way round: the registry forgets, then the files go.
+registry statement (executemany, in one transaction) points the jobs at the copies;
+only then are the originals removed. A run that stops anywhere leaves each file in
+place, copied, or both, and the next run recognises equal copies and finishes (a damaged
+copy, which only a crash of the machine can leave, is rewritten; a different file is
+never overwritten). Deletions go the other way round: the registry forgets, then the
+files go.
+
+Copies are made in the calling thread, one after the other: they cost CPU (zlib, and
+the kernel's inode allocation), which threads would only fight over for the GIL.
+Removals mostly wait (on a filesystem mounted with `discard`, each unlink waits for the
+device), so a batch's originals are removed by a few threads of their own while the
+next batch is copied; `flush` waits for them, and so does `close`, before any folder
+they use is closed.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from codexw.core import naming
 from codexw.core.store import JobFiles, Store
+from codexw.core.store import files as store_files
 from codexw.services.cleanup import copies
 from codexw.services.cleanup.dirs import Dir, sync_filesystems
 from codexw.services.cleanup.result import Action, CleanupResult
 
 BATCH = 500
-# Copies and removals overlap in a few threads: most of each is a wait in the kernel
-# (journal, inode allocation) with the GIL released.
-THREADS = 8
+# Threads removing a batch's originals (or deleting files): each unlink mostly waits
+# for the device, and the waits overlap.
+REMOVERS = 4
 
 
 @dataclass
@@ -54,6 +63,7 @@ class _Delete:
     directory: Dir
     name: str
     row: JobFiles | None
+    problem: str | None = None
 
 
 def record_move(store: Store, row: JobFiles, log: bool, old: str | None, new: str | None) -> bool:
@@ -64,6 +74,57 @@ def record_move(store: Store, row: JobFiles, log: bool, old: str | None, new: st
     return store.move_report(row.id, old, new)
 
 
+def _unlink(directory: Dir, name: str) -> str | None:
+    """Remove a file; the problem, if any."""
+    try:
+        directory.unlink(name)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+class _Removal:
+    """A batch's originals, removed by REMOVERS threads; `wait` joins them."""
+
+    def __init__(self, moves: list[Move]) -> None:
+        self.moves = moves
+        self.problems: list[str | None] = [None] * len(moves)
+        # Each thread takes every n-th original: the threads' waits overlap.
+        self.threads = [
+            threading.Thread(target=self._remove, args=(k,), name=f"cleanup-rm{k}", daemon=True)
+            for k in range(min(REMOVERS, len(moves)))
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _remove(self, k: int) -> None:
+        moves, problems, step = self.moves, self.problems, len(self.threads) or 1
+        for i in range(k, len(moves), step):
+            problems[i] = _unlink(moves[i].src, moves[i].name)
+
+    def wait(self) -> None:
+        for thread in self.threads:
+            thread.join()
+
+
+def _in_threads(items: Sequence[_Delete]) -> None:
+    """Delete these files, in REMOVERS threads; each one's problem is set on it."""
+
+    def work(k: int, step: int) -> None:
+        for i in range(k, len(items), step):
+            items[i].problem = _unlink(items[i].directory, items[i].name)
+
+    step = min(REMOVERS, len(items))
+    threads = [threading.Thread(target=work, args=(k, step), daemon=True) for k in range(1, step)]
+    for thread in threads:
+        thread.start()
+    try:
+        work(0, max(step, 1))
+    finally:
+        for thread in threads:
+            thread.join()
+
+
 class Mover:
     def __init__(self, store: Store, result: CleanupResult, token: str) -> None:
         self.store = store
@@ -71,17 +132,11 @@ class Mover:
         self.token = token
         self.pending: list[Move] = []
         self.deletes: list[_Delete] = []
-        self._pool: ThreadPoolExecutor | None = None
-
-    def _threads(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="cleanup")
-        return self._pool
+        self._removal: _Removal | None = None  # the last batch's originals, going
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        """Wait for removals still going (before their folders are closed)."""
+        self._finish_removal()
 
     def record(self, row: JobFiles, log: bool, old: str | None, new: str | None) -> bool:
         with self.store.transaction(notify_waiters=False):
@@ -92,16 +147,22 @@ class Mover:
     def queue(self, move: Move) -> None:
         self.pending.append(move)
         if len(self.pending) >= BATCH:
-            self.flush()
+            self._batch()  # its originals go while the next batch is copied
 
     def flush(self) -> None:
+        """Copy, sync, record and remove all that is queued; returns when it is done."""
+        try:
+            self._batch()
+        finally:
+            self._finish_removal()
+
+    def _batch(self) -> None:
         moves, self.pending = self.pending, []
         if not moves:
             return
-        pool = self._threads()
-        list(pool.map(self._copy, moves))
         done = []
         for move in moves:
+            self._copy(move)
             if move.problem is not None:
                 self.result.error(move.action.path, move.problem)
             elif move.final is not None:
@@ -117,38 +178,54 @@ class Mover:
                                   f"copy not made durable: {exc.strerror or exc}")
             return
         kept = self._commit(done)
-        for move in done:
-            if id(move) in kept:
-                self.result.skip(move.action.path,
-                                 "its job's record changed meanwhile: left in place")
-        done = [m for m in done if id(m) not in kept]
-        problems = list(pool.map(_remove_original, done))
-        for move, problem in zip(done, problems, strict=True):
+        if kept:
+            for move in done:
+                if id(move) in kept:
+                    self.result.skip(move.action.path,
+                                     "its job's record changed meanwhile: left in place")
+            done = [m for m in done if id(m) not in kept]
+        self._finish_removal()  # the batch before: its originals are gone by now
+        if done:
+            self._removal = _Removal(done)
+
+    def _finish_removal(self) -> None:
+        removal, self._removal = self._removal, None
+        if removal is None:
+            return
+        removal.wait()
+        for move, problem in zip(removal.moves, removal.problems, strict=True):
             if problem is not None:
                 self.result.error(move.action.path, problem)
                 continue
             if move.on_done is not None:
                 move.on_done(move)
             self.result.act(move.action)
-        for directory in {id(m.src): m.src for m in done}.values():
+        for directory in {id(m.src): m.src for m in removal.moves}.values():
             directory.fsync()
 
     def _commit(self, moves: list[Move]) -> set[int]:
-        """Point the registry at the copies, in one transaction; returns the moves whose
-        job record changed meanwhile (their originals stay)."""
+        """Point the registry at the copies, in one transaction (one statement per
+        column); returns the moves whose job record changed meanwhile (their originals
+        stay)."""
+        recorded = [m for m in moves if m.row is not None and m.registry_old is not None]
+        if not recorded:
+            return set()
         kept: set[int] = set()
         with self.store.transaction(notify_waiters=False):
-            for move in moves:
-                if move.row is not None and move.registry_old is not None and not record_move(
-                    self.store, move.row, move.log, move.registry_old, move.action.dest
-                ):
-                    kept.add(id(move))
+            for log, column in ((False, "report_path"), (True, "log_path")):
+                group = [m for m in recorded if m.log is log]
+                if not group:
+                    continue
+                changed = store_files.move_many(self.store, column, [
+                    (m.row.id, m.registry_old, m.action.dest) for m in group if m.row is not None
+                ])
+                kept.update(id(m) for m in group if m.row is not None and m.row.id in changed)
         return kept
 
     def _copy(self, move: Move) -> None:
-        """(In a pool thread.) Put a gzipped copy of the file at its target name, or at
-        the next free name when a different file holds it; an equal copy already there
-        (an interrupted run) is reused, a damaged one rewritten. Sets move.final."""
+        """Put a gzipped copy of the file at its target name, or at the next free name
+        when a different file holds it; an equal copy already there (an interrupted
+        run) is reused, a damaged one rewritten. Sets move.final or move.problem."""
         try:
             fd, st = move.src.open_fd(move.name)
         except OSError as exc:
@@ -158,7 +235,8 @@ class Mover:
             move.action.bytes_before = st.st_size
             staged = copies.write_copy(
                 move.target, fd, compress=not move.src_gz, token=self.token,
-                mode=st.st_mode, mtime_ns=st.st_mtime_ns, durable=False,
+                mode=st.st_mode, mtime_ns=st.st_mtime_ns, durable=False, near=move.src,
+                size=st.st_size,
             )
             if copies.publish(move.target, staged, move.target_name, durable=False):
                 move.action.bytes_after = staged.size
@@ -188,6 +266,7 @@ class Mover:
                     staged = copies.write_copy(
                         move.target, src, compress=not move.src_gz, token=self.token,
                         mode=st.st_mode, mtime_ns=st.st_mtime_ns, durable=False,
+                        near=move.src,
                     )
                     if copies.publish(move.target, staged, candidate, durable=False):
                         action.bytes_after = staged.size
@@ -197,7 +276,7 @@ class Mover:
                 # damaged (a machine crash cut it short), or a different log: rewritten
                 staged = copies.write_copy(
                     move.target, src, compress=not move.src_gz, token=self.token,
-                    mode=st.st_mode, mtime_ns=st.st_mtime_ns, durable=False,
+                    mode=st.st_mode, mtime_ns=st.st_mtime_ns, durable=False, near=move.src,
                 )
                 copies.publish(move.target, staged, candidate, replace=True, durable=False)
                 action.bytes_after = staged.size
@@ -221,26 +300,9 @@ class Mover:
             for d in deletes:
                 if d.row is not None:
                     record_move(self.store, d.row, d.action.what == "log", d.action.path, None)
-        problems = list(self._threads().map(_unlink, deletes))
-        for d, problem in zip(deletes, problems, strict=True):
-            if problem is None:
+        _in_threads(deletes)
+        for d in deletes:
+            if d.problem is None:
                 self.result.act(d.action)
             else:
-                self.result.error(d.action.path, problem)
-
-
-def _unlink(d: _Delete) -> str | None:
-    try:
-        d.directory.unlink(d.name)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
-
-
-def _remove_original(move: Move) -> str | None:
-    """(In a pool thread.) Remove a move's original; the problem, if any."""
-    try:
-        move.src.unlink(move.name)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
+                self.result.error(d.action.path, d.problem)

@@ -33,42 +33,48 @@ class ProjectPass:
 
     def run(self) -> ProjectIndex:
         """Returns the project's registry rows (its logs follow)."""
-        ctx = self.ctx
         with self.stack:
             try:
-                top = self.stack.enter_context(Dir.open(self.project))
-                codexw = top.sub(".codexw")
-            except OSError as exc:
-                ctx.result.error(os.path.join(self.project, ".codexw"), exc)
-                return ProjectIndex(self.project, ctx.store.job_files(self.project))
-            if codexw is None:
-                return ProjectIndex(self.project, ctx.store.job_files(self.project))
-            self.stack.enter_context(codexw)
-            types = self.type_dirs(codexw)
-            try:
-                store_dir = codexw.sub(naming.ARCHIVE_DIR)
-            except OSError as exc:
-                ctx.result.error(codexw.join(naming.ARCHIVE_DIR), exc)
-                store_dir = None
-            if store_dir is not None:
-                self.stack.enter_context(store_dir)
-                self.targets[store_dir.path] = store_dir
-            # The registry is read after the listing: a report written since then
-            # belongs to a job the snapshot still sees as running, and is left alone.
-            index = ProjectIndex(self.project, ctx.store.job_files(self.project))
-            for job_type, (directory, files) in types.items():
-                ctx.stale_tmps(directory, files)
-                candidates = self.classify(index, job_type, directory, files)
-                self.relink(index, codexw, job_type, files)
-                if ctx.plan.archive_step:
-                    for report in retention.select(ctx.plan, candidates, ctx.result):
-                        self.handle(index, codexw, report)
-            ctx.mover.flush()  # while the target folders are open
-            if ctx.plan.delete_cutoff is not None:
-                retention.delete_archives(ctx, index, store_dir, [d for d, _ in types.values()])
-            elif store_dir is not None and not ctx.plan.dry_run:
-                retention.drop_stale_tmps(ctx, store_dir)
-            return index
+                return self._run()
+            finally:
+                self.ctx.mover.close()  # no removal outlives the folders it works in
+
+    def _run(self) -> ProjectIndex:
+        ctx = self.ctx
+        try:
+            top = self.stack.enter_context(Dir.open(self.project))
+            codexw = top.sub(".codexw")
+        except OSError as exc:
+            ctx.result.error(os.path.join(self.project, ".codexw"), exc)
+            return ProjectIndex(self.project, ctx.store.job_files(self.project))
+        if codexw is None:
+            return ProjectIndex(self.project, ctx.store.job_files(self.project))
+        self.stack.enter_context(codexw)
+        types = self.type_dirs(codexw)
+        try:
+            store_dir = codexw.sub(naming.ARCHIVE_DIR)
+        except OSError as exc:
+            ctx.result.error(codexw.join(naming.ARCHIVE_DIR), exc)
+            store_dir = None
+        if store_dir is not None:
+            self.stack.enter_context(store_dir)
+            self.targets[store_dir.path] = store_dir
+        # The registry is read after the listing: a report written since then
+        # belongs to a job the snapshot still sees as running, and is left alone.
+        index = ProjectIndex(self.project, ctx.store.job_files(self.project))
+        for job_type, (directory, files) in types.items():
+            ctx.stale_tmps(directory, files)
+            candidates = self.classify(index, job_type, directory, files)
+            self.relink(index, codexw, job_type, files)
+            if ctx.plan.archive_step:
+                for report in retention.select(ctx.plan, candidates, ctx.result):
+                    self.handle(index, codexw, report)
+        ctx.mover.flush()  # while the target folders are open
+        if ctx.plan.delete_cutoff is not None:
+            retention.delete_archives(ctx, index, store_dir, [d for d, _ in types.values()])
+        elif store_dir is not None and not ctx.plan.dry_run:
+            retention.drop_stale_tmps(ctx, store_dir)
+        return index
 
     def type_dirs(self, codexw: Dir) -> dict[str, tuple[Dir, dict[str, Entry]]]:
         types: dict[str, tuple[Dir, dict[str, Entry]]] = {}

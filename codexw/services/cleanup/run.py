@@ -43,8 +43,8 @@ class CleanupRun:
             if ctx.plan.all_projects:
                 logs.orphans()
         finally:
+            ctx.mover.close()  # removals still going use the folders: they end first
             logs.close()
-            ctx.mover.close()
 
 
 def cleanup(req: CleanupRequest) -> CleanupResult:
