@@ -40,8 +40,10 @@ class ProjectIndex:
             self.moved[(rel[0], rel[1][: -len(naming.GZ)])] = (row, path)
 
     def moved_to(self, row: JobFiles, path: str) -> None:
+        """This run moved the row's report to `path` (`moved`, which tells the
+        leftovers of earlier runs apart in a type folder already listed, stays)."""
         self.reports[row.id] = path
-        self._place(row, path)
+        self.by_path[path] = row
 
     def report_path(self, row: JobFiles) -> str | None:
         return self.reports.get(row.id, row.report_path)

@@ -45,7 +45,10 @@ class LogFolder:
         if self.dir is None:
             return
         ctx, plan = self.ctx, self.ctx.plan
-        mine = [r for r in index.rows() if r.state.is_final and plan.in_scope(r.type)]
+        # Only jobs with a file in the log folder have anything to do here.
+        present = self.job_ids_present()
+        mine = [r for r in index.rows()
+                if r.id in present and r.state.is_final and plan.in_scope(r.type)]
         if plan.archive_step:
             for row in mine:
                 if self.log_due(index.report_path(row), row):
@@ -60,6 +63,15 @@ class LogFolder:
                     for kind in naming.LOG_KINDS:
                         self.delete(naming.gz(naming.log_of_kind(row.id, kind)), row)
             ctx.mover.flush_deletes()
+
+    def job_ids_present(self) -> set[int]:
+        """The jobs that have a log (plain or compressed) in the log folder."""
+        present = set()
+        for name in self.files:
+            match = naming.LOG_RE.fullmatch(name)
+            if match is not None:
+                present.add(int(match.group(1)))
+        return present
 
     def log_due(self, report: str | None, row: JobFiles) -> bool:
         """Logs follow the report: compressed once it is archived or compressed; a job

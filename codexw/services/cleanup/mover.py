@@ -83,6 +83,29 @@ def _unlink(directory: Dir, name: str) -> str | None:
     return None
 
 
+class _Syncing:
+    """A copied batch being made durable (syncfs) by a thread of its own, while the
+    next batch is copied; `wait` joins it and says what went wrong, if anything."""
+
+    def __init__(self, moves: list[Move]) -> None:
+        self.moves = moves
+        self.error: OSError | None = None
+        targets = list({id(m.target): m.target for m in moves}.values())
+        self.thread = threading.Thread(target=self._sync, args=(targets,),
+                                       name="cleanup-sync", daemon=True)
+        self.thread.start()
+
+    def _sync(self, targets: list[Dir]) -> None:
+        try:
+            sync_filesystems(targets)
+        except OSError as exc:
+            self.error = exc
+
+    def wait(self) -> OSError | None:
+        self.thread.join()
+        return self.error
+
+
 class _Removal:
     """A batch's originals, removed by REMOVERS threads; `wait` joins them."""
 
@@ -126,17 +149,29 @@ def _in_threads(items: Sequence[_Delete]) -> None:
 
 
 class Mover:
+    """Batches go through three stages, each overlapping the next batch's copies:
+    copied (here) → made durable (a sync thread) → recorded (here, one transaction) →
+    originals removed (REMOVERS threads)."""
+
     def __init__(self, store: Store, result: CleanupResult, token: str) -> None:
         self.store = store
         self.result = result
         self.token = token
         self.pending: list[Move] = []
         self.deletes: list[_Delete] = []
-        self._removal: _Removal | None = None  # the last batch's originals, going
+        self._syncing: _Syncing | None = None  # the last batch copied, being synced
+        self._removal: _Removal | None = None  # the batch before, its originals going
 
     def close(self) -> None:
-        """Wait for removals still going (before their folders are closed)."""
-        self._finish_removal()
+        """Wait for the threads still going (before the folders they use are closed).
+        A batch whose sync was still going is not recorded: its copies and originals
+        both stay, and the next run finishes them."""
+        syncing, self._syncing = self._syncing, None
+        try:
+            if syncing is not None:
+                syncing.wait()
+        finally:
+            self._finish_removal()
 
     def record(self, row: JobFiles, log: bool, old: str | None, new: str | None) -> bool:
         with self.store.transaction(notify_waiters=False):
@@ -147,19 +182,21 @@ class Mover:
     def queue(self, move: Move) -> None:
         self.pending.append(move)
         if len(self.pending) >= BATCH:
-            self._batch()  # its originals go while the next batch is copied
+            self._batch()
 
     def flush(self) -> None:
         """Copy, sync, record and remove all that is queued; returns when it is done."""
         try:
             self._batch()
+            self._record()
         finally:
-            self._finish_removal()
+            self.close()
 
     def _batch(self) -> None:
+        """Copy the pending moves; then record the batch before (its sync has had this
+        batch's copies to finish) and start removing its originals; then start this
+        batch's sync."""
         moves, self.pending = self.pending, []
-        if not moves:
-            return
         done = []
         for move in moves:
             self._copy(move)
@@ -168,14 +205,22 @@ class Mover:
             elif move.final is not None:
                 move.action.dest = move.target.join(move.final)
                 done.append(move)
-        if not done:
+        self._record()
+        if done:
+            self._syncing = _Syncing(done)  # one barrier for the batch, as sync(1) after gzip
+
+    def _record(self) -> None:
+        """The batch being synced: once durable, point the registry at its copies, then
+        hand its originals to the removers."""
+        syncing, self._syncing = self._syncing, None
+        if syncing is None:
             return
-        try:  # one barrier for the batch, as sync(1) after a run of gzip
-            sync_filesystems(list({id(m.target): m.target for m in done}.values()))
-        except OSError as exc:
+        error = syncing.wait()
+        done = syncing.moves
+        if error is not None:
             for move in done:
                 self.result.error(move.action.path,
-                                  f"copy not made durable: {exc.strerror or exc}")
+                                  f"copy not made durable: {error.strerror or error}")
             return
         kept = self._commit(done)
         if kept:

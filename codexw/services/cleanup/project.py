@@ -94,7 +94,7 @@ class ProjectPass:
 
     def target(self, top: Dir, parts: tuple[str, ...], create: bool) -> Dir:
         """A folder below `top` (created if asked), kept open for this project's batch."""
-        key = os.path.join(top.path, *parts)
+        key = "/".join((top.path, *parts))
         if key not in self.targets:
             directory = top
             for part in parts:
@@ -230,23 +230,29 @@ class ProjectPass:
         parts: tuple[str, ...]
         if plan.compress_only:
             kind, parts = "compress", ()
-            where = report.dir.join(target_name)
         else:
             kind, parts = "archive", naming.archive_parts(report.ts, report.type)
-            where = os.path.join(codexw.path, *parts, target_name)
-        action = Action(kind, "report", report.path, where, row.id if row else None)
-        try:
-            if plan.dry_run:
+        if plan.dry_run:
+            where = "/".join((codexw.path, *parts, target_name)) if parts else (
+                report.dir.join(target_name))
+            action = Action(kind, "report", report.path, where, row.id if row else None)
+            try:
                 action.bytes_before, action.bytes_after = copies.estimate(
                     report.dir, report.name, is_gz)
-                ctx.result.act(action)
-                if row is not None and report.registry_old is not None:
-                    index.moved_to(row, where)
+            except OSError as exc:
+                ctx.result.error(report.path, exc)
                 return
+            ctx.result.act(action)
+            if row is not None and report.registry_old is not None:
+                index.moved_to(row, where)
+            return
+        try:
             target = self.target(codexw, parts, create=True) if parts else report.dir
         except OSError as exc:
             ctx.result.error(report.path, exc)
             return
+        action = Action(kind, "report", report.path, target.join(target_name),
+                        row.id if row else None)
 
         def moved(move: Move) -> None:
             if move.row is not None and move.action.dest:
