@@ -258,8 +258,44 @@ def _environment(directory: Path) -> Any:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        bytecode_cache=_code_cache(),
     )
     return env
+
+
+def _code_cache() -> Any:
+    """Compiled templates kept in `<state dir>/template-cache` (0600 files): a render
+    child compiles a template once (compiling is the template's code running: it only
+    ever happens in the bounded child) and later children load it, not compile it."""
+    from jinja2.bccache import Bucket, BytecodeCache
+
+    class CodeCache(BytecodeCache):
+        def __init__(self, directory: Path) -> None:
+            self.directory = directory
+
+        def load_bytecode(self, bucket: Bucket) -> None:
+            try:
+                with open(self.directory / f"{bucket.key}.cache", "rb") as fh:
+                    bucket.load_bytecode(fh)
+            except OSError:
+                pass
+
+        def dump_bytecode(self, bucket: Bucket) -> None:
+            path = self.directory / f"{bucket.key}.cache"
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                self.directory.mkdir(mode=0o700, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    bucket.write_bytecode(fh)
+                os.replace(tmp, path)
+            except OSError:  # no cache: the next child compiles again, that is all
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    return CodeCache(paths.state_dir() / "template-cache")
 
 
 def warm(template: Path) -> None:
