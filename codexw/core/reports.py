@@ -305,6 +305,8 @@ def warm(template: Path) -> None:
     (`{{ 'x' * 10**10 }}`, `{{ 'x'|center(10**10) }}`), so compiling is the template's
     code running too, and happens only in render_final's bounded child."""
     _environment(template.parent)
+    import ctypes  # noqa: F401 - what the render child's confinement needs, loaded
+    import resource  # noqa: F401 - here once rather than in every child
 
 
 # A report template is user code: it compiles and renders in a forked child, bounded in
