@@ -9,7 +9,7 @@ or running job are never repointed or forgotten.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from codexw.core import paths
 from codexw.core.models import JobState
@@ -18,9 +18,9 @@ from codexw.core.store.connection import Connection, store_error
 from codexw.core.store.rows import read_state
 
 
-@dataclass(frozen=True)
-class JobFiles:
-    """What cleanup needs to know about a job's files (no task text, no spec)."""
+class JobFiles(NamedTuple):
+    """What cleanup needs to know about a job's files (no task text, no spec). A named
+    tuple: cleanup reads one for every job of a project at once."""
 
     id: int
     state: JobState
@@ -34,18 +34,26 @@ class JobFiles:
     runner_start: float | None
 
 
+_STATES = {state.value: state for state in JobState}
+
+
 def job_files(store: Connection, project: str) -> list[JobFiles]:
-    rows = store._exec(
-        "SELECT id, state, type, project, queued_at, ended_at, report_path, log_path,"
-        " runner_pid, runner_start FROM jobs WHERE project = ? ORDER BY id",
-        (project,),
-    ).fetchall()
+    # Plain tuples and a dict for the state: cleanup reads every job of a project, and
+    # sqlite3.Row lookups by name and the JobState call cost more than the query.
+    try:
+        cur = store.conn.cursor()
+        cur.row_factory = None
+        rows = cur.execute(
+            "SELECT id, state, type, project, queued_at, ended_at, report_path, log_path,"
+            " runner_pid, runner_start FROM jobs WHERE project = ? ORDER BY id",
+            (project,),
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise store_error(paths.db_path(), exc) from None
+    states = _STATES
+    new = JobFiles._make
     return [
-        JobFiles(
-            id=r["id"], state=read_state(r["state"]), type=r["type"], project=r["project"],
-            queued_at=r["queued_at"], ended_at=r["ended_at"], report_path=r["report_path"],
-            log_path=r["log_path"], runner_pid=r["runner_pid"], runner_start=r["runner_start"],
-        )
+        new((r[0], states.get(r[1]) or read_state(r[1]), *r[2:]))
         for r in rows
     ]
 
