@@ -11,8 +11,6 @@ from __future__ import annotations
 import errno
 import gzip
 import os
-import secrets
-import shutil
 import stat
 import zlib
 from dataclasses import dataclass
@@ -132,7 +130,7 @@ def _new_file(directory: Dir, token: str, near: Dir | None = None) -> tuple[int,
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 raise
             _tmpfile = False
-    tmp = naming.cleanup_tmp(token, secrets.token_hex(4))
+    tmp = naming.cleanup_tmp(token, os.urandom(4).hex())
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     return os.open(tmp, flags, 0o600, dir_fd=directory.fd), tmp
 
@@ -177,6 +175,8 @@ def write_copy(
             _write_all(fd, data)
             written = len(data)
         else:
+            import shutil
+
             with os.fdopen(os.dup(src_fd), "rb") as fh, os.fdopen(os.dup(fd), "wb") as out:
                 if compress:
                     with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=LEVEL,
@@ -205,7 +205,7 @@ def publish(
     tmp = staged.tmp
     try:
         if tmp is None and replace:  # an unnamed file cannot be renamed over a name
-            tmp = naming.cleanup_tmp("r", secrets.token_hex(6))
+            tmp = naming.cleanup_tmp("r", os.urandom(6).hex())
             os.link(f"/proc/self/fd/{staged.fd}", tmp, dst_dir_fd=directory.fd)
         if replace:
             assert tmp is not None

@@ -29,6 +29,7 @@ class ProjectPass:
         self.ctx = ctx
         self.project = project
         self.targets: dict[str, Dir] = {}
+        self._parts: dict[tuple[int, str], tuple[str, ...]] = {}
         self.stack = ExitStack()
 
     def run(self) -> ProjectIndex:
@@ -91,6 +92,15 @@ class ProjectPass:
             if sub is not None:
                 types[name] = (self.stack.enter_context(sub), dict(sub.files()))
         return types
+
+    def archive_parts(self, ts: float, job_type: str) -> tuple[str, ...]:
+        """naming.archive_parts, remembered per quarter hour: local time changes its
+        offset (and so a month its first instant) only on a quarter hour."""
+        key = (int(ts // 900), job_type)
+        parts = self._parts.get(key)
+        if parts is None:
+            parts = self._parts[key] = naming.archive_parts(ts, job_type)
+        return parts
 
     def target(self, top: Dir, parts: tuple[str, ...], create: bool) -> Dir:
         """A folder below `top` (created if asked), kept open for this project's batch."""
@@ -231,7 +241,7 @@ class ProjectPass:
         if plan.compress_only:
             kind, parts = "compress", ()
         else:
-            kind, parts = "archive", naming.archive_parts(report.ts, report.type)
+            kind, parts = "archive", self.archive_parts(report.ts, report.type)
         if plan.dry_run:
             where = "/".join((codexw.path, *parts, target_name)) if parts else (
                 report.dir.join(target_name))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import time
 
 from codexw.core import paths
@@ -25,7 +24,7 @@ class CleanupRun:
     """Reports of each project, then the logs that follow them, then orphan logs."""
 
     def __init__(self, store: Store, plan: Plan, result: CleanupResult) -> None:
-        token = f"{os.getpid()}{secrets.token_hex(3)}"
+        token = f"{os.getpid()}{os.urandom(3).hex()}"
         self.ctx = Context(store, plan, result, Mover(store, result, token), token)
 
     def run(self, projects: list[str]) -> None:
