@@ -303,8 +303,15 @@ def warm(template: Path) -> None:
 
     Not the compile: Jinja2 folds constant expressions while compiling
     (`{{ 'x' * 10**10 }}`, `{{ 'x'|center(10**10) }}`), so compiling is the template's
-    code running too, and happens only in render_final's bounded child."""
-    _environment(template.parent)
+    code running too, and happens only in render_final's bounded child (except for the
+    templates shipped with codexw, which are no user code: compiled here)."""
+    env = _environment(template.parent)
+    if _shipped(template):
+        try:
+            env.get_template(template.name)
+        except Exception:  # noqa: BLE001 - render_final reports it properly
+            pass
+        return
     import ctypes  # noqa: F401 - what the render child's confinement needs, loaded
     import resource  # noqa: F401 - here once rather than in every child
 
@@ -318,8 +325,19 @@ RENDER_MAX_MEMORY = 512 << 20  # address space the child may add to what it inhe
 MAX_TEMPLATE_BYTES = 1 << 20
 
 
+def _shipped(template: Path) -> bool:
+    """A template that comes with codexw itself: no user code, rendered in-process (a
+    fork per report would cost a batch ~10 ms of CPU per job for nothing)."""
+    try:
+        return template.resolve().parent == paths.packaged_templates_dir().resolve()
+    except OSError:
+        return False
+
+
 def render_final(template: Path, job: Job, summary: RunSummary | None) -> str:
     context = template_context(job, summary)
+    if _shipped(template):
+        return _render(template, context)
     parent = os.getpid()
     try:
         read_fd, write_fd = os.pipe()
