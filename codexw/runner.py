@@ -137,7 +137,12 @@ def main(argv: list[str]) -> int:
             break
         forked = _fork_for(store, taken, stop, wake_r)
         if forked is None:
-            return 0  # this process ran its one job; the child runs the next
+            # This process ran its one job; the child runs the next. It leaves without
+            # the interpreter's teardown, which nothing here needs and which cost a
+            # batch tens of ms of CPU per job.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         store, wake_r = forked
         job_id = taken.id
     scheduler.linger(store, lambda: stop.requested)
