@@ -73,31 +73,56 @@ def _check(value: Any, kind: type, nullable: bool) -> tuple[bool, Any]:
     return False, None  # pragma: no cover - every annotation used is in _KINDS
 
 
+# Per dataclass, what reading its plain fields takes, worked out once (not per row:
+# the queue's plan and a batch's live view read every queued job many times a second).
+_FieldPlan = tuple[str, "tuple[type, bool] | None", Any, bool]
+_PLANS: dict[type, list[_FieldPlan]] = {}
+
+
+def _field_plan(cls: type) -> list[_FieldPlan]:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = _PLANS[cls] = [
+            (f.name, _KINDS.get(str(f.type)), f.default if f.default is not MISSING else None,
+             f.default is MISSING and f.default_factory is MISSING)
+            for f in fields(cls) if f.name not in _SPECIAL
+        ]
+    return plan
+
+
 class _Reader:
     def __init__(self, row: sqlite3.Row) -> None:
         self.row = row
-        self.keys = set(row.keys())
         self.problems: list[str] = []
 
     def fill(self, cls: type, values: dict[str, Any]) -> dict[str, Any]:
         """Read every plain field of dataclass `cls` from the column of the same name."""
-        for f in fields(cls):
-            if f.name in _SPECIAL or f.name in values:
+        row = self.row
+        for name, kind, default, required in _field_plan(cls):
+            if name in values:
                 continue
-            kind = _KINDS.get(str(f.type))
-            default = f.default if f.default is not MISSING else None
-            if kind is None or f.name not in self.keys:
-                if f.default is MISSING and f.default_factory is MISSING:
-                    self.problems.append(f"{f.name}: missing")
-                    values[f.name] = _fallback(f.type)
+            try:
+                raw = row[name] if kind is not None else None
+            except IndexError:
+                kind = None
+            if kind is None:
+                if required:
+                    self.problems.append(f"{name}: missing")
+                    values[name] = _fallback_for(cls, name)
                 continue
-            raw = self.row[f.name]
+            if type(raw) is kind[0] and kind[0] in (str, int):  # the common case, checked
+                values[name] = raw
+                continue
             ok, value = _check(raw, *kind)
             if not ok:
-                self.problems.append(f"{f.name}: unexpected {_show(raw)}")
-                value = default if default is not None or kind[1] else _fallback(f.type)
-            values[f.name] = value
+                self.problems.append(f"{name}: unexpected {_show(raw)}")
+                value = default if default is not None or kind[1] else _fallback_for(cls, name)
+            values[name] = value
         return values
+
+
+def _fallback_for(cls: type, name: str) -> Any:
+    return _fallback(next(str(f.type) for f in fields(cls) if f.name == name))
 
 
 def _fallback(annotation: Any) -> Any:
