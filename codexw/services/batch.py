@@ -20,7 +20,9 @@ from codexw.services.common import open_store
 from codexw.services.launch import LaunchRequest, enqueue, prepare
 
 DEFAULT_MAX_PARALLEL = 4
-MIN_REFRESH = 0.1  # seconds between two snapshots of a watched batch
+# Seconds between two snapshots of a watched batch: a snapshot reads every job of the
+# batch, and the live display redraws four times a second anyway.
+MIN_REFRESH = 0.25
 
 
 @dataclass
