@@ -41,25 +41,32 @@ class _Plan:
 
 
 def _plan(store: Store, now: float) -> _Plan:
-    """Inside a transaction: which queued jobs start now, which are cancelled."""
+    """Inside a transaction: which queued jobs start now, which are cancelled.
+
+    Decided on a few columns per queued job (store.queue()); whole rows are read only
+    for the jobs acted on, and a damaged one goes to `damaged`, never to a slot."""
     plan = _Plan()
-    queued = store.queued_jobs(damaged=plan.damaged)
+    queued = store.queue()
     if not queued:
         return plan
-    start, cancel = plan.start, plan.cancel
+    start: list[int] = []
+    cancel: list[tuple[int, str]] = []
+    suspects = [q.id for q in queued if q.suspect]
     total, per_batch = store.active_counts()
     limits = store.batch_limits()
     halted = store.halted_batches()
-    dep_states = store.states_of({d for job in queued for d in job.spec.after})
-    for job in queued:
-        batch = job.spec.batch_id
-        if batch in halted:
-            cancel.append((job, f"batch {batch} halted after a failure ({halted[batch]})"))
+    dep_states = store.states_of({d for q in queued for d in q.after})
+    for q in queued:
+        if q.suspect:
             continue
-        if job.not_before is not None and job.not_before > now:
+        batch = q.batch_id
+        if batch in halted:
+            cancel.append((q.id, f"batch {batch} halted after a failure ({halted[batch]})"))
+            continue
+        if q.not_before is not None and q.not_before > now:
             continue
         blocked = None
-        for dep in job.spec.after:
+        for dep in q.after:
             state = dep_states.get(dep)
             if state is None:
                 blocked = f"dependency job {dep} does not exist"
@@ -71,19 +78,22 @@ def _plan(store: Store, now: float) -> _Plan:
                 break
             blocked = ""
         if blocked:
-            cancel.append((job, blocked))
+            cancel.append((q.id, blocked))
             continue
         if blocked == "":
             continue
-        if job.spec.global_limit is not None and total >= job.spec.global_limit:
+        if q.global_limit is not None and total >= q.global_limit:
             continue
         if batch is not None:
             limit = limits.get(batch)
             if limit is not None and per_batch.get(batch, 0) >= limit:
                 continue
             per_batch[batch] = per_batch.get(batch, 0) + 1
-        start.append(job)
+        start.append(q.id)
         total += 1
+    jobs = store.jobs_by_id(start + [i for i, _ in cancel] + suspects, damaged=plan.damaged)
+    plan.start = [jobs[i] for i in start if i in jobs]
+    plan.cancel = [(jobs[i], why) for i, why in cancel if i in jobs]
     return plan
 
 

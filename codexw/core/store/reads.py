@@ -12,7 +12,7 @@ from codexw.core.errors import NotFoundError
 from codexw.core.models import Job, JobState
 from codexw.core.store import sql
 from codexw.core.store.connection import Connection
-from codexw.core.store.rows import Unreadable, read_job, read_state
+from codexw.core.store.rows import Queued, Unreadable, read_job, read_queued, read_state
 
 
 class JobReads(Connection):
@@ -98,6 +98,30 @@ class JobReads(Connection):
         ).fetchall()
         per_batch = {r["batch_id"]: r["n"] for r in rows if r["batch_id"] is not None}
         return sum(r["n"] for r in rows), per_batch
+
+    def queue(self) -> list[Queued]:
+        """The queue in start order, with just what the scheduler's plan needs: it is
+        read at every job's end, and whole rows of a long queue cost a batch dearly."""
+        rows = self._exec(
+            f"SELECT id, batch_id, not_before, global_limit FROM jobs WHERE {sql.IS_QUEUED}"
+            " ORDER BY priority DESC, id ASC"
+        ).fetchall()
+        deps = self._deps_of([r["id"] for r in rows]) if rows else {}
+        return [read_queued(r, deps.get(r["id"], ())) for r in rows]
+
+    def jobs_by_id(
+        self, job_ids: Iterable[int], damaged: list[Unreadable] | None = None
+    ) -> dict[int, Job]:
+        """Whole jobs by id (those that cannot be read go to `damaged`, if given)."""
+        ids = list(dict.fromkeys(job_ids))
+        found: dict[int, Job] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for job in self._jobs(
+                f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk, damaged
+            ):
+                found[job.id] = job
+        return found
 
     def queued_jobs(self, damaged: list[Unreadable] | None = None) -> list[Job]:
         """Queued jobs in start order: priority first, then oldest."""

@@ -171,6 +171,29 @@ def read_job(row: sqlite3.Row, deps: tuple[Any, ...] = ()) -> Job | Unreadable:
     return Unreadable(job, problem, raw_state, row["runner_pid"])
 
 
+@dataclass(frozen=True)
+class Queued:
+    """What the scheduler's plan needs of a queued job (store.queue()). `suspect`: one
+    of these columns is not what the model declares, so the whole row must be read
+    (and will be found damaged) before the job is acted on."""
+
+    id: int
+    batch_id: int | None
+    not_before: float | None
+    global_limit: int | None
+    after: tuple[int, ...]
+    suspect: bool
+
+
+def read_queued(row: sqlite3.Row, deps: tuple[Any, ...]) -> Queued:
+    batch_ok, batch_id = _check(row["batch_id"], int, True)
+    due_ok, not_before = _check(row["not_before"], float, True)
+    limit_ok, global_limit = _check(row["global_limit"], int, True)
+    after = tuple(d for d in deps if type(d) is int)
+    suspect = not (batch_ok and due_ok and limit_ok) or len(after) != len(deps)
+    return Queued(row["id"], batch_id, not_before, global_limit, after, suspect)
+
+
 def spec_values(spec: JobSpec) -> list[Any]:
     """The values of `SPEC_COLUMNS` for `spec`: a tuple as a JSON list, a bool as 0/1."""
     values: list[Any] = []
