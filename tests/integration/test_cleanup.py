@@ -360,7 +360,7 @@ def test_a_cleanup_killed_mid_run_is_finished_by_the_next(cx: Env, when: str) ->
     jobs = run_jobs(cx, ["a", "b"])
     age(cx, [j["id"] for j in jobs], 60)  # oldest: in the first batch
     texts = {Path(j["report_path"]): Path(j["report_path"]).read_bytes() for j in jobs}
-    texts.update(_strays(cx, 1200, 30))  # three batches
+    texts.update(_strays(cx, 1200, 30))  # two batches (mover.BATCH is 1000)
     archive = cx.project / ".codexw" / "archive"
 
     def reached() -> bool:

@@ -6,12 +6,14 @@ import errno
 import gzip
 import io
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from codexw.core import naming
 from codexw.core.errors import BusyError, UsageError
+from codexw.core.store import Store
 from codexw.services.cleanup import CleanupRequest, copies
 from codexw.services.cleanup.dirs import Dir, UnsafePath, exclusive_lock
 from codexw.services.cleanup.plan import make_plan
@@ -141,3 +143,124 @@ def test_options_default_age_and_what_runs() -> None:
                 CleanupRequest(age="-1"), CleanupRequest(age="7 days")):
         with pytest.raises(UsageError):
             make_plan(bad, NOW)
+
+
+# -- the mover: copy → sync → record → remove, with the removals in threads -------------------
+
+
+def test_an_unnamed_copy_is_made_beside_the_original_and_named_in_the_target(
+    tmp_path: Path,
+) -> None:
+    """The copy's inode comes from the original's folder (cheap to allocate where the
+    originals are being freed); it appears only under its name in the target, and a
+    target on another filesystem gets its copy made there."""
+    if not copies._tmpfile:
+        pytest.skip("no O_TMPFILE here")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    src = tmp_path / "src" / "r_codex_task.md"
+    src.write_bytes(b"# report\n" * 300)
+    targets = [tmp_path / "dst"]
+    if os.path.isdir("/dev/shm") and os.stat("/dev/shm").st_dev != tmp_path.stat().st_dev:
+        targets.append(Path(os.path.realpath("/dev/shm")))
+    for target in targets:
+        name = f"{os.getpid()}-{target.name}.md.gz"
+        with Dir.open(str(tmp_path / "src")) as s, Dir.open(str(target)) as t:
+            fd, st = s.open_fd(src.name)
+            try:
+                staged = copies.write_copy(t, fd, compress=True, token="t", mode=st.st_mode,
+                                            mtime_ns=st.st_mtime_ns, durable=False, near=s,
+                                            size=st.st_size)
+            finally:
+                os.close(fd)
+            assert copies.publish(t, staged, name, durable=False)
+        try:
+            assert gzip.decompress((target / name).read_bytes()) == src.read_bytes()
+        finally:
+            (target / name).unlink()
+        assert [p.name for p in (tmp_path / "src").iterdir()] == [src.name]
+
+
+def _mover_setup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
+) -> tuple[Store, list[Path], list[int]]:
+    from codexw.core.models import JobSpec, JobState
+
+    monkeypatch.setenv("CODEXW_STATE_DIR", str(tmp_path / "state"))
+    store = Store.open()
+    folder = tmp_path / "workers"
+    folder.mkdir()
+    paths, ids = [], []
+    with store.transaction(notify_waiters=False):
+        for i in range(count):
+            spec = JobSpec(task=f"t{i}", level="low", type="workers", cwd=str(tmp_path),
+                           project=str(tmp_path), codex_bin="codex")
+            job_id = store.insert_job(spec, now=NOW + i)
+            store.finish(job_id, JobState.SUCCEEDED, ended_at=NOW + i + 1, exit_code=0)
+            path = folder / f"r{i}_codex_task.md"
+            path.write_bytes(f"# report {i}\n".encode() * 40)
+            store.conn.execute("UPDATE jobs SET report_path = ? WHERE id = ?", (str(path), job_id))
+            paths.append(path)
+            ids.append(job_id)
+    return store, paths, ids
+
+
+def test_the_mover_removes_originals_only_after_the_registry_names_the_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches overlap (a batch's sync and removals run while the next is copied), yet
+    every original goes only once its copy is synced and recorded; a job whose record
+    changed meanwhile keeps its original (the batch's one executemany says which)."""
+    from codexw.services.cleanup import mover as mover_mod
+    from codexw.services.cleanup.result import Action, CleanupResult
+
+    monkeypatch.setattr(mover_mod, "BATCH", 7)
+    store, paths, ids = _mover_setup(tmp_path, monkeypatch, 30)
+    synced: set[str] = set()
+    real_sync = mover_mod.sync_filesystems
+
+    def sync(directories: list[Dir]) -> None:
+        real_sync(directories)
+        synced.update(p.name for p in (tmp_path / "archive").iterdir())
+
+    monkeypatch.setattr(mover_mod, "sync_filesystems", sync)
+    removed_before_recorded = []
+    real_unlink = mover_mod._unlink
+
+    def unlink(directory: Dir, name: str) -> str | None:  # in a remover thread
+        db = sqlite3.connect(tmp_path / "state" / "codexw.db")  # what is committed
+        try:
+            row = db.execute("SELECT report_path FROM jobs WHERE report_path LIKE ?",
+                             (f"%/{name}.gz",)).fetchone()
+        finally:
+            db.close()
+        if row is None or name + ".gz" not in synced:
+            removed_before_recorded.append(name)
+        return real_unlink(directory, name)
+
+    monkeypatch.setattr(mover_mod, "_unlink", unlink)
+    rows = {r.id: r for r in store.job_files(str(tmp_path))}
+    # Job 5's record changes after it was read: its original must stay.
+    with store.transaction():
+        store.conn.execute("UPDATE jobs SET report_path = 'elsewhere' WHERE id = ?", (ids[5],))
+    result = CleanupResult(dry_run=False)
+    mover = mover_mod.Mover(store, result, "tok")
+    (tmp_path / "archive").mkdir()
+    with Dir.open(str(tmp_path / "workers")) as src, Dir.open(str(tmp_path / "archive")) as dst:
+        try:
+            for path, job_id in zip(paths, ids, strict=True):
+                action = Action("archive", "report", str(path), None, job_id)
+                mover.queue(mover_mod.Move(action, src, path.name, dst, path.name + ".gz",
+                                           False, True, rows[job_id], str(path), False))
+            mover.flush()
+        finally:
+            mover.close()
+    store.close()
+
+    assert removed_before_recorded == []
+    assert [p.name for p in (tmp_path / "workers").iterdir()] == [paths[5].name]
+    assert [s.path for s in result.skipped] == [str(paths[5])]
+    assert result.count("archive") == 29 and not result.errors
+    for i, path in enumerate(paths):
+        packed = tmp_path / "archive" / (path.name + ".gz")
+        assert gzip.decompress(packed.read_bytes()) == f"# report {i}\n".encode() * 40

@@ -31,7 +31,7 @@ from codexw.services.cleanup import copies
 from codexw.services.cleanup.dirs import Dir, sync_filesystems
 from codexw.services.cleanup.result import Action, CleanupResult
 
-BATCH = 500
+BATCH = 1000
 # Threads removing a batch's originals (or deleting files): each unlink mostly waits
 # for the device, and the waits overlap.
 REMOVERS = 4
@@ -107,23 +107,36 @@ class _Syncing:
 
 
 class _Removal:
-    """A batch's originals, removed by REMOVERS threads; `wait` joins them."""
+    """A batch's originals, removed by REMOVERS threads (the last one to finish makes
+    the removals in their folders durable); `wait` joins them."""
 
     def __init__(self, moves: list[Move]) -> None:
         self.moves = moves
         self.problems: list[str | None] = [None] * len(moves)
+        count = min(REMOVERS, len(moves))
+        self._running = count
+        self._lock = threading.Lock()
         # Each thread takes every n-th original: the threads' waits overlap.
         self.threads = [
-            threading.Thread(target=self._remove, args=(k,), name=f"cleanup-rm{k}", daemon=True)
-            for k in range(min(REMOVERS, len(moves)))
+            threading.Thread(target=self._remove, args=(k, count), name=f"cleanup-rm{k}",
+                             daemon=True)
+            for k in range(count)
         ]
         for thread in self.threads:
             thread.start()
 
-    def _remove(self, k: int) -> None:
-        moves, problems, step = self.moves, self.problems, len(self.threads) or 1
-        for i in range(k, len(moves), step):
-            problems[i] = _unlink(moves[i].src, moves[i].name)
+    def _remove(self, k: int, step: int) -> None:
+        moves, problems = self.moves, self.problems
+        try:
+            for i in range(k, len(moves), step):
+                problems[i] = _unlink(moves[i].src, moves[i].name)
+        finally:
+            with self._lock:
+                self._running -= 1
+                last = self._running == 0
+            if last:
+                for directory in {id(m.src): m.src for m in moves}.values():
+                    directory.fsync()
 
     def wait(self) -> None:
         for thread in self.threads:
@@ -245,8 +258,6 @@ class Mover:
             if move.on_done is not None:
                 move.on_done(move)
             self.result.act(move.action)
-        for directory in {id(m.src): m.src for m in removal.moves}.values():
-            directory.fsync()
 
     def _commit(self, moves: list[Move]) -> set[int]:
         """Point the registry at the copies, in one transaction (one statement per
