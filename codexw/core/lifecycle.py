@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codexw.core import envfile, events, naming, paths, process, reports
+from codexw.core import envfile, events, naming, paths, process, reports, templates
 from codexw.core.codex import RunSummary
 from codexw.core.errors import CodexwError
 from codexw.core.models import TOKEN_KEYS, Job, JobSpec, JobState
@@ -101,7 +101,7 @@ def write_final_report(job: Job, summary: RunSummary | None) -> tuple[Path | Non
     """Render and write the final report, remove the TEMP one.
 
     Returns (path, problem). A template that fails (an error, or past the bounds of
-    reports.render_final) falls back to the built-in template, then to the plain live
+    templates.render_final) falls back to the built-in template, then to the plain live
     format, so that the outcome is never lost; a report that cannot be written at
     all returns (None, why) and the caller records why.
     """
@@ -126,14 +126,14 @@ def _render_report(job: Job, summary: RunSummary | None) -> tuple[str, str | Non
     """The final report's text, and what went wrong with the job's own template."""
     template: Path | None = None
     try:
-        template = reports.template_for(job.spec.type, _templates_dir(job))
-        return reports.render_final(template, job, summary), None
+        template = templates.template_for(job.spec.type, _templates_dir(job))
+        return templates.render_final(template, job, summary), None
     except CodexwError as exc:
         problem = f"report template failed: {exc.message}"
     try:
-        builtin = reports.template_for(job.spec.type, None)
+        builtin = templates.template_for(job.spec.type, None)
         if builtin != template:
-            text = reports.render_final(builtin, job, summary)
+            text = templates.render_final(builtin, job, summary)
             return text + f"\n\n> {problem}; the built-in template was used\n", problem
     except CodexwError:
         pass
@@ -165,7 +165,7 @@ def _report_elsewhere(
 def warm_final_report(job: Job) -> None:
     """Load the renderer while codex shuts down, so the outcome is recorded sooner."""
     try:
-        reports.warm(reports.template_for(job.spec.type, _templates_dir(job)))
+        templates.warm(templates.template_for(job.spec.type, _templates_dir(job)))
     except CodexwError:
         pass
 

@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from codexw.core import paths, process, reports
+from codexw.core import paths, process, templates
 from codexw.core.codex import (
     INSTALL_HINT,
     MIN_CODEX_VERSION,
@@ -240,7 +240,7 @@ def check_templates(config: Config | None) -> Check:
     for folder in folders:
         for template in sorted(folder.glob("*-task.md")):
             try:
-                reports.check_template(template)
+                templates.check_template(template)
             except CodexwError as exc:
                 return Check("templates", FAIL, exc.message, exc.hint)
             checked.append(template.name)

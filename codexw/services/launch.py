@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from codexw.core import envfile, lifecycle, paths, reports, validate
+from codexw.core import envfile, lifecycle, paths, templates, validate
 from codexw.core.codex import in_git_repo, missing_codex  # one message for launch and doctor
 from codexw.core.config import Config, load_config
 from codexw.core.durations import parse_duration
@@ -184,8 +184,8 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         check_remote(cfg)
     # A remote job runs the worker's codex with the worker's CODEX_HOME.
     codex_bin = cfg.codex_bin if remote else resolve_codex(cfg.codex_bin)
-    template = reports.template_for(cfg.type, cfg.templates_dir)
-    reports.check_template(template)
+    template = templates.template_for(cfg.type, cfg.templates_dir)
+    templates.check_template(template)
     warnings = []
     passthrough = codex_options(req, cwd)
     if "--skip-git-repo-check" not in passthrough + cfg.codex_args and not in_git_repo(str(cwd)):

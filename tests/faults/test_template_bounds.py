@@ -1,6 +1,6 @@
 """A report template is user code: it can neither hang codexw nor cost a job its outcome.
 
-Rendering runs in a forked child bounded in time (reports.RENDER_TIMEOUT_S), output
+Rendering runs in a forked child bounded in time (templates.RENDER_TIMEOUT_S), output
 size and memory. Past a bound, launch refuses the template in one line; at a job's
 end, the outcome is recorded anyway and the report falls back to the built-in
 template with a warning that names the template.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from codexw.core import reports
+from codexw.core import templates
 from tests.conftest import Env
 
 FOREVER = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
@@ -38,7 +38,7 @@ def test_a_template_that_never_finishes_is_refused_at_launch_within_the_bound(cx
     template = _use_template(cx, "# {{ job.id }}\n" + FOREVER)
     began = time.monotonic()
     proc = cx.run("launch", "a task", timeout=60)
-    assert time.monotonic() - began < reports.RENDER_TIMEOUT_S + 30
+    assert time.monotonic() - began < templates.RENDER_TIMEOUT_S + 30
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(template) in lines[0] and "did not finish" in lines[0]
@@ -61,4 +61,4 @@ def test_a_template_that_runs_away_only_at_the_end_costs_the_job_nothing(
     text = Path(job["report_path"]).read_text()
     assert str(template) in text and "the built-in template was used" in text
     assert "@fake fail auth" in text  # the built-in template's report of the job
-    assert len(text) < reports.RENDER_MAX_BYTES
+    assert len(text) < templates.RENDER_MAX_BYTES
