@@ -30,7 +30,7 @@ def continue_(
     shows the conversation as a chain. The follow-up comes from the argument,
     from -f FILE, or from stdin when neither is given and stdin is not a terminal.
     """
-    from codexw.services.launch import ContinueRequest, continue_job
+    from codexw.services.followup import ContinueRequest, continue_job
 
     if file is not None:
         if task is not None:
