@@ -10,7 +10,6 @@ library: it must start fast and stay small while codex runs.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import sys
 import time
@@ -131,20 +130,17 @@ def main(argv: list[str]) -> int:
             scheduler.fill_slots(store)
             break
         # The slot this job freed goes first to a fork of this process (no new Python
-        # start, Jinja2 already loaded); other free slots get new runners.
+        # start, Jinja2 already loaded), which takes the next job with a PID of its own;
+        # this process leaves. Other free slots get new runners.
+        store, wake_r, forked = _fork(store, stop, wake_r)
+        if not forked:  # a stop meant for the job that ended, or no fork possible
+            scheduler.fill_slots(store)
+            break
         taken = scheduler.fill_slots(store, take_one=True).taken
         if taken is None:
             break
-        forked = _fork_for(store, taken, stop, wake_r)
-        if forked is None:
-            # This process ran its one job; the child runs the next. It leaves without
-            # the interpreter's teardown, which nothing here needs and which cost a
-            # batch tens of ms of CPU per job.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
-        store, wake_r = forked
         job_id = taken.id
+        _redirect_output(job_id)
     scheduler.linger(store, lambda: stop.requested)
     return 0
 
@@ -163,71 +159,46 @@ def _wakeup_pipe(replaces: int | None = None) -> int:
     return wake_r
 
 
-def _fork_for(
-    store: Store, job: Job, stop: StopRequest, wake_r: int
-) -> tuple[Store, int] | None:
-    """Give the claimed `job` a process of its own, forked from this one.
+def _fork(store: Store, stop: StopRequest, wake_r: int) -> tuple[Store, int, bool]:
+    """Hand the rest of this slot's work to a fork of this process, which returns here
+    as (its own store, its own wake-up pipe, True); this process leaves at once.
 
     Each job keeps its own PID, so a signal for one job (`codexw kill`, `kill PID`)
-    can never reach the next one this slot runs. In the child: returns its own store
-    (SQLite connections must not cross a fork) and wake-up pipe once it has adopted the
-    job. Here: returns None once the child has adopted it (or died trying); a stop that
-    arrived meanwhile was meant for the job that just ended: the claim is given back."""
+    can never reach the next one this slot runs. SQLite connections must not cross a
+    fork: the store is closed first and the child opens its own. A stop that arrived
+    is meant for the job that just ended: no fork, (store, wake_r, False)."""
     # Stop signals are blocked from the last look at the stop request to the fork (one
-    # landing in between would otherwise be inherited by the child as a stop of its own
-    # job); every path out of here restores the mask, or runners spawned from here on
-    # would inherit a blocked SIGTERM.
+    # landing in between would be lost to both processes); the mask is restored on
+    # every path that goes on, or runners spawned from here would inherit it.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     pid: int | None = None
-    closed = False
     try:
         if not stop.requested:
             store.close()
-            closed = True
-            ready_r, ready_w = os.pipe()
             pid = os.fork()
     except OSError:
         pid = None
     finally:
         if pid != 0:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    if pid is None:  # a stop meant for the job that just ended, or no fork possible
-        _give_back(Store.open() if closed else store, job)
-        return None
-    if pid:  # this process: its job is recorded; wait until the child has adopted
-        os.close(ready_w)
-        ready, _, _ = select.select([ready_r], [], [], 30.0)
-        adopted = bool(ready) and os.read(ready_r, 1) == b"1"
-        os.close(ready_r)
-        if not adopted:  # the child died before adopting (it says so with one byte)
-            _give_back(Store.open(), job)
-        return None
-    # The child: the stop request was unset at the fork and signals pending for the
-    # parent are not inherited, so nothing meant for the ended job reaches this one.
-    os.close(ready_r)
+    if pid is None:
+        return (Store.open() if not stop.requested else store), wake_r, False
+    if pid:
+        # This process ran its one job. It leaves without the interpreter's teardown,
+        # which nothing here needs and which cost a batch tens of ms of CPU per job.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    # The child: signals pending for the parent are not inherited, so nothing meant
+    # for the ended job reaches this one.
     process.forget_children()  # the parent's runners are not this process's children
     wake_r = _wakeup_pipe(replaces=wake_r)
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    _redirect_output(job.id)
     try:
         child_store = Store.open()
-        me = os.getpid()
-        with child_store.transaction():
-            adopted = child_store.adopt(job.id, me, process.create_time(me), job.job_key)
     except (CodexwError, OSError):
-        os._exit(1)  # no byte: the parent gives the claim back
-    if adopted:
-        os.write(ready_w, b"1")
-    os.close(ready_w)
-    if not adopted:
-        os._exit(0)
-    return child_store, wake_r
-
-
-def _give_back(store: Store, job: Job) -> None:
-    with store.transaction():
-        store.unclaim(job.id)
-    scheduler.fill_slots(store)
+        os._exit(1)  # nothing claimed yet: the slot is filled by the next command
+    return child_store, wake_r, True
 
 
 def _redirect_output(job_id: int) -> None:

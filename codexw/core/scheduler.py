@@ -27,7 +27,7 @@ class ReconcileResult:
     requeued: list[int] = field(default_factory=list)
     started: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
-    taken: Job | None = None  # a job claimed for the caller's own fork to run (take_one)
+    taken: Job | None = None  # a job the caller adopted to run itself (take_one)
 
 
 @dataclass
@@ -102,10 +102,10 @@ def fill_slots(
 ) -> ReconcileResult:
     """Start every queued job that has a free slot; cancel those that never can.
 
-    `take_one` (a runner whose job just ended): the first startable local job is
-    claimed for the caller (`result.taken`) instead of getting a new runner; the
-    caller forks a child that adopts and runs it, which saves a Python start per job
-    in a batch while each job still gets a process (and PID) of its own.
+    `take_one` (the fork of a runner whose job just ended): the first startable local
+    job is adopted by the calling process in the same transaction (`result.taken`)
+    instead of getting a new runner, which saves a Python start per job in a batch
+    while each job still gets a process (and PID) of its own.
     """
     result = result or ReconcileResult()
     me = os.getpid()
@@ -127,7 +127,7 @@ def fill_slots(
             claimed = [job for job in plan.start if store.mark_starting(job.id, me, my_start)]
             if take_one and result.taken is None:
                 mine = next((j for j in claimed if j.spec.backend == "local"), None)
-                if mine is not None:
+                if mine is not None and store.adopt(mine.id, me, my_start, mine.job_key):
                     result.taken = mine
                     claimed.remove(mine)
         for job, reason in cancel:

@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 from codexw.core import process
-from tests.conftest import Env, wait_until
+from tests.conftest import Env, processes_with_env, wait_until
 from tests.faults.helpers import alive, wait_running
 
 
@@ -59,12 +59,14 @@ def test_a_runner_waiting_to_start_a_retry_leaves_once_the_retry_is_cancelled(cx
     env = {"CODEXW_BACKOFF_BASE": "90s", "CODEXW_BACKOFF_MAX": "90s"}
     cx.ok("launch", "--retries", "1", "@fake fail 500", env=env)
     wait_until(lambda: cx.job(1)["state"] == "failed", what="the first attempt to fail")
-    runner = cx.job(1)["runner_pid"]
-    assert alive(runner), "the runner should linger for the retry due in 90 s"
+    marker = f"CODEXW_STATE_DIR={cx.state}"
+    lingering = processes_with_env(marker)  # the runner's fork, waiting for the retry
+    assert lingering, "a runner should linger for the retry due in 90 s"
     assert cx.job(2)["state"] == "queued"
     cx.ok("kill", "2")
     assert cx.job(2)["state"] == "cancelled"
-    wait_until(lambda: not alive(runner), timeout=30, what="the lingering runner to leave")
+    wait_until(lambda: not any(alive(pid) for pid in lingering), timeout=30,
+               what="the lingering runner to leave")
 
 
 def test_forked_runners_do_not_pile_up_open_files_over_a_batch(cx: Env) -> None:
@@ -96,10 +98,11 @@ def test_the_pid_launch_prints_is_the_one_status_shows_and_the_report_carries(cx
 
 
 def test_a_stop_between_two_jobs_leaves_no_signal_blocked_anywhere(cx: Env) -> None:
-    """A runner whose job ended claims the next one; a stop that lands then is meant for
-    the ended job, so the claim is given back and a new runner started. Stop signals
-    are blocked around that check: they must be unblocked again on every path, or the
-    runners (and codexes) started from there on could not be stopped politely."""
+    """A runner whose job ended forks the process that takes the next job; a stop that
+    lands then is meant for the ended job, so there is no fork and a new runner gets
+    the slot. Stop signals are blocked around that check: they must be unblocked again
+    on every path, or the runners (and codexes) started from there on could not be
+    stopped politely."""
     from codexw import runner
     from codexw.core.run import StopRequest
     from codexw.core.store import Store
@@ -110,23 +113,20 @@ def test_a_stop_between_two_jobs_leaves_no_signal_blocked_anywhere(cx: Env) -> N
     cx.launch(f"first\n@fake wait-for {gate}")
     wait_running(cx, 1)
     second_gate = cx.tmp / "gate2"
-    cx.launch(f"second, claimed by the ending runner\n@fake wait-for {second_gate}")
+    cx.launch(f"second, after the first\n@fake wait-for {second_gate}")
     store = Store.open()
-    me = os.getpid()
-    with store.transaction():
-        assert store.mark_starting(2, me, process.create_time(me))
     stop = StopRequest()
-    stop.signum = signal.SIGTERM  # it landed while the next job was being claimed
+    stop.signum = signal.SIGTERM  # it landed as the first job ended
     wake_r, wake_w = os.pipe()
     try:
-        assert runner._fork_for(store, store.get_job(2), stop, wake_r) is None
+        _, _, forked = runner._fork(store, stop, wake_r)
         left_blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     finally:
         os.close(wake_r)
         os.close(wake_w)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())  # whatever happened: pytest goes on
-    assert left_blocked == set()
-    assert cx.job(2)["state"] == "queued"  # given back, waiting for the slot
+    assert not forked and left_blocked == set()
+    assert cx.job(2)["state"] == "queued"  # waiting for the slot
     gate.touch()
     second = wait_running(cx, 2)
     for pid in (second["runner_pid"], second["codex_pgid"]):
