@@ -88,6 +88,8 @@ def _traced(store: Store, call: Callable[[], object]) -> list[str]:
 
 _HOT_QUERIES: dict[str, Callable[[Store], object]] = {
     "queued_jobs": lambda s: s.queued_jobs(),
+    "queue": lambda s: s.queue(),  # the scheduler's plan, at every job's end
+    "jobs_by_id": lambda s: s.jobs_by_id([1, 2]),
     "active_jobs": lambda s: s.active_jobs(),
     "active_counts": lambda s: s.active_counts(),
     "list_jobs(project)": lambda s: s.list_jobs(project="/p"),
