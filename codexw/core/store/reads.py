@@ -61,15 +61,9 @@ class JobReads(Connection):
         return jobs[0] if jobs else None
 
     def get_jobs(self, job_ids: Iterable[int]) -> list[Job]:
+        """The jobs of `job_ids` that exist, in that order."""
         ids = list(job_ids)
-        if not ids:
-            return []
-        found = {
-            j.id: j
-            for j in self._jobs(
-                f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids
-            )
-        }
+        found = self.jobs_by_id(ids)
         return [found[i] for i in ids if i in found]
 
     def list_jobs(
@@ -123,11 +117,11 @@ class JobReads(Connection):
                 found[job.id] = job
         return found
 
-    def queued_jobs(self, damaged: list[Unreadable] | None = None) -> list[Job]:
-        """Queued jobs in start order: priority first, then oldest."""
+    def queued_jobs(self) -> list[Job]:
+        """Queued jobs in start order: priority first, then oldest (whole rows; the
+        scheduler's plan reads `queue()`)."""
         return self._jobs(
-            f"SELECT * FROM jobs WHERE {sql.IS_QUEUED} ORDER BY priority DESC, id ASC",
-            damaged=damaged,
+            f"SELECT * FROM jobs WHERE {sql.IS_QUEUED} ORDER BY priority DESC, id ASC"
         )
 
     def states_of(self, job_ids: Iterable[int]) -> dict[int, JobState]:
