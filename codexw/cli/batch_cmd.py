@@ -50,6 +50,8 @@ def batch(
     backend: str = typer.Option(None, "--backend", metavar="BACKEND", help="local or celery: where the jobs run. [default: CODEXW_BACKEND, backend, else local]"),
     broker: str = typer.Option(None, "--broker", metavar="URL", help="Broker URL for --backend celery. [default: CODEXW_BROKER_URL or broker_url]"),
     queue: str = typer.Option(None, "--queue", metavar="QUEUE", help="Celery queue. [default: CODEXW_QUEUE, queue, else codex]"),
+    notify: list[str] = typer.Option(None, "--notify", metavar="TARGET", help="Announce the batch's end (counts, failures): desktop, webhook:URL or command:/path (repeatable; replaces notify in the config)."),
+    notify_each: bool = typer.Option(False, "--notify-each", help="Also announce each job's end."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (at the end, or at once with --detach)."),
 ) -> None:
     """Run many tasks with at most N at once; validated whole before anything is queued.
@@ -68,11 +70,12 @@ def batch(
     request = (
         BatchRequest(
             source=source if source != "-" else "<stdin>", text=text, fmt=fmt,
-            max_parallel=max_parallel, halt_on_failure=halt_on_failure,
+            max_parallel=max_parallel, halt_on_failure=halt_on_failure, notify_each=notify_each,
             defaults=LaunchRequest(
                 task="", level=level, type=job_type, model=model, sandbox=sandbox, cwd=cd,
                 timeout=timeout, retries=retries, retry_timeouts=retry_timeouts,
                 report_sections=sections, backend=backend, broker_url=broker, queue=queue,
+                notify=tuple(notify) if notify else None,
             ),
         )
     )

@@ -106,6 +106,7 @@ def launch(
     backend: str = typer.Option(None, "--backend", metavar="BACKEND", help="local (a runner here) or celery (a `codexw worker`). [default: CODEXW_BACKEND, backend, else local]"),
     broker: str = typer.Option(None, "--broker", metavar="URL", help="Broker URL for --backend celery, e.g. redis://HOST:6379/0. [default: CODEXW_BROKER_URL or broker_url]"),
     queue: str = typer.Option(None, "--queue", metavar="QUEUE", help="Celery queue. [default: CODEXW_QUEUE, queue, else codex]"),
+    notify: list[str] = typer.Option(None, "--notify", metavar="TARGET", help="Announce the job's end: desktop, webhook:URL or command:/path (repeatable; replaces notify in the config)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Launch a codex agent as a detached background job and return at once.
@@ -158,6 +159,7 @@ def launch(
             backend=backend,
             broker_url=broker,
             queue=queue,
+            notify=tuple(notify) if notify else None,
         )
     )
     with deferred_hangup() as hangup:  # a closing terminal must not cut launch in half

@@ -50,6 +50,8 @@ class Config:
     # On: codexw appends to every prompt a request for a final message in the report's
     # sections (codex.PROMPT_SUFFIX); `report_sections = false` sends the task alone.
     report_sections: bool = True
+    # Where job ends are announced (core.announce): desktop, webhook:URL, command:PATH.
+    notify: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     project: ProjectTrust | None = field(default=None, compare=False)
 
@@ -110,6 +112,12 @@ def _stays_local(value: Any, base: Any) -> bool:
     return bool(value == "local")
 
 
+def _desktop_only(value: Any, base: Any) -> bool:
+    # notify-send shows a line on this user's screen: no program of the project's
+    # choosing runs and nothing leaves the machine.
+    return all(target == "desktop" for target in value)
+
+
 # Every key that runs a program, chooses its arguments, weakens the sandbox, names a path
 # outside the project or sends data off the machine. From a project config such a key is
 # taken only once the user trusts the file. A key added later that does any of this
@@ -123,6 +131,7 @@ NEEDS_TRUST: dict[str, Callable[[Any, Any], bool] | None] = {
     "templates_dir": None,  # reads files anywhere into reports (a template may be a symlink)
     "broker_url": None,  # where tasks (and project paths) are sent
     "backend": _stays_local,  # celery sends the task off this machine
+    "notify": _desktop_only,  # a webhook sends job data away, a command runs a program
 }
 
 
@@ -145,6 +154,7 @@ def _expected(key: str) -> str:
         "track_reports": "true or false",
         "report_sections": "true or false",
         "codex_args": "a list of strings",
+        "notify": "a list of desktop, webhook:URL (http or https), command:/absolute/path",
         "backend": "one of " + ", ".join(BACKENDS),
         "broker_url": "a Redis URL such as redis://host:6379/0 (redis:// or rediss://)",
         "queue": "a queue name: letters, digits, '_', '.', ':' or '-', up to 64",
@@ -190,6 +200,18 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
         if not isinstance(value, bool):
             raise bad()
         return value
+    if key == "notify":
+        if isinstance(value, str):  # CODEXW_NOTIFY: comma-separated
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise bad()
+        from codexw.core.validate import notify_problem
+
+        for target in value:
+            if (problem := notify_problem(target)) is not None:
+                raise err(f"{'--notify' if flag else where + ': notify'}: {problem}",
+                          f"expected {_expected(key)}")
+        return tuple(value)
     if key == "codex_args":
         if isinstance(value, str):
             return tuple(shlex.split(value))

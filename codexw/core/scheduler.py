@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from codexw.core import process
+from codexw.core import announce, process
 from codexw.core.backend import Backend, backend_for
 from codexw.core.lifecycle import Ending, end_without_runner, forget_launch_env
 from codexw.core.models import Job, JobState
@@ -187,6 +187,7 @@ def reconcile(store: Store, fill: bool = True) -> ReconcileResult:
             result.lost.append(row.job.id)
     if fill:
         fill_slots(store, result)
+    announce.pick_up(store, time.time())  # a job-end announcement nobody is sending
     return result
 
 

@@ -15,7 +15,7 @@ from codexw.core.notify import Listener
 from codexw.core.process import reap_children
 from codexw.core.scheduler import fill_slots, reconcile
 from codexw.core.store import Store
-from codexw.core.validate import check_max_parallel
+from codexw.core.validate import check_max_parallel, check_notify
 from codexw.services.common import open_store
 from codexw.services.launch import LaunchRequest, enqueue, prepare
 
@@ -34,6 +34,9 @@ class BatchRequest:
     fmt: str | None = None
     max_parallel: int | None = None
     halt_on_failure: bool = False
+    # The batch's end is announced once (defaults.notify, else the config's `notify`);
+    # with `notify_each`, every job's end too.
+    notify_each: bool = False
 
 
 @dataclass
@@ -61,6 +64,10 @@ def submit(req: BatchRequest) -> BatchSubmitted:
     project = paths.project_root(base.cwd or os.getcwd())
     config = load_config(project)
     max_parallel = req.max_parallel or config.max_parallel or DEFAULT_MAX_PARALLEL
+    notify = base.notify if base.notify is not None else config.notify
+    check_notify(notify, "--notify" if base.notify is not None
+                 else config.sources.get("notify", "--notify"))
+    base = replace(base, notify=notify if req.notify_each else ())
     specs: list[JobSpec] = []
     warnings: list[str] = []
     for entry in entries:
@@ -95,6 +102,7 @@ def submit(req: BatchRequest) -> BatchSubmitted:
                 "source": req.source,
                 "max_parallel": max_parallel,
                 "halt_on_failure": req.halt_on_failure,
+                "notify": notify,
             },
         )
         fill_slots(store)

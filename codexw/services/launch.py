@@ -54,6 +54,7 @@ class LaunchRequest:
     backend: str | None = None
     broker_url: str | None = None
     queue: str | None = None
+    notify: tuple[str, ...] | None = None  # None: the config's `notify`
 
 
 @dataclass
@@ -175,9 +176,11 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
     cfg = config.with_overrides(
         level=req.level, type=req.type, model=req.model, sandbox=req.sandbox, retries=req.retries,
         retry_timeouts=req.retry_timeouts, backend=req.backend, broker_url=req.broker_url,
-        queue=req.queue, report_sections=req.report_sections,
+        queue=req.queue, report_sections=req.report_sections, notify=req.notify,
     )
     check_config(cfg)
+    source = cfg.sources.get("notify", "command line")
+    validate.check_notify(cfg.notify, "--notify" if source == "command line" else source)
     timeout = parse_duration(req.timeout, what="timeout") if req.timeout else cfg.timeout
     remote = cfg.backend != "local"
     if remote:
@@ -227,6 +230,7 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         backend=cfg.backend,
         broker_url=cfg.broker_url if remote else None,
         queue=cfg.queue if remote else None,
+        notify=cfg.notify,
     )
     return Prepared(validate.check_spec(spec), warnings)
 

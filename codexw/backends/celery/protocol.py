@@ -73,13 +73,15 @@ def mask_url(url: str | None) -> str:
 # this machine until someone decides it may travel (tests/unit/test_protocol_fields.py
 # fails until it is put in one of the two lists). Never sent: secrets and this machine's
 # paths and programs (codex_bin, codex_home, path_env, env_key, broker_url, template),
-# and what only the submitting side's queue uses (limits, retries, dependencies).
+# and what only the submitting side's queue uses (limits, retries, dependencies,
+# notifications).
 SENT_SPEC_FIELDS = ("task", "level", "type", "cwd", "project", "sandbox", "model", "timeout",
                     "kill_grace", "codex_args", "resume_thread", "report_sections")
 NOT_SENT_SPEC_FIELDS = ("codex_bin", "codex_home", "path_env", "env_key", "broker_url",
                         "template", "backend", "queue", "priority", "batch_id", "name", "after",
                         "global_limit", "retries", "retry_timeouts", "backoff_base",
-                        "backoff_max", "resume_of")
+                        "backoff_max", "resume_of",
+                        "notify")  # announced here, by the stand-in that records the end
 
 
 def payload_for(job: Job, usage_baseline: dict[str, int] | None = None) -> dict[str, Any]:

@@ -35,7 +35,7 @@ _INT64_MAX = 2**63 - 1
 NOT_COLUMNS = frozenset({"after"})
 SPEC_COLUMNS = tuple(f.name for f in fields(JobSpec) if f.name not in NOT_COLUMNS)
 # Fields that are not plain columns, read by hand below.
-_SPECIAL = {"spec", "state", "tokens", "codex_args"} | NOT_COLUMNS
+_SPECIAL = {"spec", "state", "tokens", "codex_args", "notify"} | NOT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,22 @@ def _fallback(annotation: Any) -> Any:
     return {"str": "?", "int": 0, "float": 0.0, "bool": False}.get(str(annotation))
 
 
+def _str_list(row: sqlite3.Row, column: str, problems: list[str]) -> tuple[str, ...]:
+    """A column holding a JSON list of strings (codex_args, notify)."""
+    try:
+        raw = row[column]
+    except IndexError:  # a registry older than the column: never, after migrating
+        return ()
+    try:
+        value = json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
+        value = None
+    if not isinstance(value, list) or not all(type(v) is str for v in value):
+        problems.append(f"{column}: not a JSON list of strings ({_show(raw)})")
+        return ()
+    return tuple(value)
+
+
 def read_job(row: sqlite3.Row, deps: tuple[Any, ...] = ()) -> Job | Unreadable:
     """The job of `row`, or an `Unreadable` carrying the best-effort job and the problem.
 
@@ -138,17 +154,11 @@ def read_job(row: sqlite3.Row, deps: tuple[Any, ...] = ()) -> Job | Unreadable:
     could not be read."""
     reader = _Reader(row)
     problems = reader.problems
-    try:
-        args = json.loads(row["codex_args"])
-    except (ValueError, TypeError, RecursionError):
-        args = None
-    if not isinstance(args, list) or not all(type(a) is str for a in args):
-        problems.append(f"codex_args: not a JSON list of strings ({_show(row['codex_args'])})")
-        args = []
+    lists = {column: _str_list(row, column, problems) for column in ("codex_args", "notify")}
     after = tuple(d for d in deps if type(d) is int)
     if len(after) != len(deps):
         problems.append("after: a dependency that is not a job id")
-    spec = JobSpec(**reader.fill(JobSpec, {"after": after, "codex_args": tuple(args)}))
+    spec = JobSpec(**reader.fill(JobSpec, {"after": after, **lists}))
     raw_state = row["state"]
     try:
         state = JobState(raw_state)
