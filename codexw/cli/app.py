@@ -39,6 +39,7 @@ COMMANDS = {
     "untrust": ("trust_cmd", "untrust", "Stop trusting this project's config."),
     "cleanup": ("cleanup_cmd", "cleanup", "Archive old reports, compress logs (cron-safe)."),
     "worker": ("worker_cmd", "worker", "Run Celery jobs from a queue (codexw[celery])."),
+    "board": ("board_cmd", "board", "Serve a live board of jobs in the browser."),
 }
 
 # Shown at the end of each command's help. "\b" keeps click from rewrapping the lines.
@@ -78,6 +79,8 @@ codexw cleanup --age 14d --keep 50
 17 3 * * *  codexw cleanup --all-projects --age 14 --quiet   # crontab""",
     "worker": """codexw worker --broker redis://HOST:6379/0 --concurrency 2
 codexw worker --broker redis://HOST:6379/0 --workspace /srv/checkout""",
+    "board": """codexw board                  # prints http://127.0.0.1:PORT/?token=…
+codexw board --open --all-projects --port 8765""",
 }
 
 

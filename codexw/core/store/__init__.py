@@ -80,6 +80,11 @@ class Store(JobWrites, Batches, JobReads, Announcements, Connection):
 
         return stats.duration_quantiles(self, project, job_type, quantiles)
 
+    def tokens_by_day(self, project: str | None, since: float) -> list[tuple[int, int, int]]:
+        from codexw.core.store import stats
+
+        return stats.tokens_by_day(self, project, since)
+
     def first_and_last(
         self, project: str | None, job_type: str | None
     ) -> tuple[sqlite3.Row | None, sqlite3.Row | None]:
