@@ -7,7 +7,7 @@ shows comes from codexw.services.board, what it does goes through the CLI's serv
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 INSTALL_HINT = (
     "install the board into codexw's environment: pipx inject codexw starlette uvicorn"
@@ -18,6 +18,8 @@ INSTALL_HINT = (
 def missing() -> str | None:
     """The first package of the `board` extra that is not installed, or None."""
     for name in ("starlette", "uvicorn"):
-        if importlib.util.find_spec(name) is None:
+        try:
+            importlib.import_module(name)
+        except ImportError:
             return name
     return None

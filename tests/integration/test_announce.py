@@ -197,12 +197,17 @@ def test_a_batch_is_announced_once_at_its_end_with_counts(cx: Env, hooks: Hooks)
     assert sorted(m["event"] for m in got[1:]) == ["batch_end", "job_end", "job_end", "job_end"]
 
 
-@pytest.mark.parametrize("target", [
-    "webhook:ftp://example.com/x", "command:relative/hook", "pager", "command:/nonexistent/x",
+@pytest.mark.parametrize(("target", "why"), [
+    ("webhook:ftp://example.com/x", "http:// or https://"),
+    ("command:relative/hook", "absolute path"), ("pager", "not a notification target"),
+    ("command:/nonexistent/x", "not an executable file"),
 ])
-def test_a_bad_notify_target_is_one_line_and_records_nothing(cx: Env, target: str) -> None:
+def test_a_bad_notify_target_is_one_line_and_records_nothing(
+    cx: Env, target: str, why: str
+) -> None:
     proc = cx.run("launch", "--notify", target, "a task")
     assert proc.returncode == 2, proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "--notify" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("codexw: --notify: ") and why in proc.stderr
     assert not (cx.state / "codexw.db").exists() or not cx.db().execute(
         "SELECT 1 FROM jobs").fetchall()
