@@ -132,6 +132,14 @@ def test_kill_from_the_card_stops_the_whole_process_tree(
     page.wait_for_selector(card("stopped", job["job_id"]))
     assert state_of(cx, job["job_id"]) == "killed"
     wait_until(lambda: not group_members(pgid), timeout=30, what="the codex group to be gone")
+    # Retry from the same card: a new attempt, which the board shows in its place.
+    page.wait_for_selector("#job-retry:not([disabled])")
+    page.click("#job-retry")
+    page.wait_for_selector("#flash.ok")
+    retry = job["job_id"] + 1
+    page.wait_for_selector(f'[data-job="{retry}"]')
+    assert cx.job(retry)["retry_of"] == job["job_id"]
+    cx.ok("kill", str(retry))
 
 
 def test_the_launch_form_and_a_pasted_batch_start_jobs(cx: Env, board: Board, page: Any) -> None:
@@ -145,6 +153,19 @@ def test_the_launch_form_and_a_pasted_batch_start_jobs(cx: Env, board: Board, pa
         row = conn.execute("SELECT id, level, type, cwd FROM jobs").fetchone()
     assert (row["level"], row["type"], row["cwd"]) == ("high", "research", str(cx.project))
     page.wait_for_selector(card("succeeded", row["id"]))
+    # Continue its conversation from its card.
+    page.click(card("succeeded", row["id"]))
+    page.wait_for_selector("#job-dialog[open]")
+    page.fill("#continue-task", "@fake message followed up")
+    page.click("#continue-form button[type=submit]")
+    page.wait_for_selector("#flash.ok")
+    follow = wait_until(lambda: cx.db().execute(
+        "SELECT id, resume_of FROM jobs WHERE resume_of IS NOT NULL").fetchone(),
+        what="the follow-up job")
+    assert follow["resume_of"] == row["id"]
+    page.wait_for_selector(card("succeeded", follow["id"]))
+    page.wait_for_selector(f'#job-chain button:has-text("#{row["id"]}")')
+    page.keyboard.press("Escape")
     # A bad value is refused with the CLI's own message, nothing recorded.
     page.click("#open-launch")
     page.fill("#l-task", "x")
@@ -158,11 +179,11 @@ def test_the_launch_form_and_a_pasted_batch_start_jobs(cx: Env, board: Board, pa
     page.fill("#b-max", "1")
     page.click("#batch-form button[type=submit]")
     page.wait_for_selector("#flash.ok")
-    wait_until(lambda: page.locator('[data-column="succeeded"] [data-job]').count() == 3,
+    wait_until(lambda: page.locator('[data-column="succeeded"] [data-job]').count() == 4,
                what="both batch jobs succeeded on the board")
     with cx.db() as conn:
         assert conn.execute("SELECT max_parallel FROM batches").fetchone()[0] == 1
-        assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 3
+        assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 4
 
 
 def _request(board: Board, method: str, path: str, headers: dict[str, str] | None = None,
