@@ -40,9 +40,11 @@ def success_chart(levels: list[dict[str, Any]]) -> str:
     rows = []
     for lv in levels:
         rate = lv["success_rate"]
-        rows.append((lv["level"], [(rate or 0.0, "ok"), (1 - (rate or 0.0), "bad")],
-                     "no finished jobs" if rate is None
-                     else f"{rate:.0%} of {lv['rated']}"))
+        if rate is None:  # only killed or cancelled: nothing to rate
+            rows.append((lv["level"], [], "no finished jobs"))
+        else:
+            rows.append((lv["level"], [(rate, "ok"), (1 - rate, "bad")],
+                         f"{rate:.0%} of {lv['rated']}"))
     return _svg("success rate per level", max(1, len(rows)) * (BAR_H + GAP), _bar_rows(rows, 1.0))
 
 

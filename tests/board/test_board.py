@@ -111,10 +111,21 @@ def test_the_board_shows_jobs_in_their_columns_and_moves_a_card_live(
     assert "401" in page.inner_text("#job-meta")
     page.keyboard.press("Escape")
 
+    # Readable in a narrow window: the columns stack, nothing scrolls sideways.
+    page.set_viewport_size({"width": 390, "height": 800})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    boxes = [page.locator(f'[data-column="{c}"]').bounding_box() for c in ("queued", "running")]
+    assert boxes[0]["y"] < boxes[1]["y"] and boxes[0]["x"] == boxes[1]["x"]
+    if (docs := screenshot_to("board-narrow.png")) is not None:
+        page.screenshot(path=str(docs))
+    page.set_viewport_size({"width": 1500, "height": 860})
+
     # The stats view: plain SVG charts.
     page.click("#open-stats")
     page.wait_for_selector("#stats-dialog[open] svg.chart")
     assert page.locator("#stats-dialog svg.chart").count() == 3
+    if (docs := screenshot_to("board-stats.png")) is not None:
+        page.screenshot(path=str(docs))
 
 
 def test_kill_from_the_card_stops_the_whole_process_tree(
