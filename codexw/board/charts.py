@@ -37,7 +37,7 @@ def _bar_rows(rows: list[tuple[str, list[tuple[float, str]], str]], scale: float
 
 
 def success_chart(levels: list[dict[str, Any]]) -> str:
-    rows = []
+    rows: list[tuple[str, list[tuple[float, str]], str]] = []
     for lv in levels:
         rate = lv["success_rate"]
         if rate is None:  # only killed or cancelled: nothing to rate
