@@ -208,7 +208,7 @@ def record_end(
 
     Returns (recorded, retry job id). A sender for the announcement starts after the
     commit, unless `announce_after_commit` is False (the caller writes the report
-    first and then calls `announce.spawn_sender`).
+    first, then starts it: the message names the final report).
     """
     retry_id = None
     with store.transaction():
