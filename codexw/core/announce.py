@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -174,6 +173,8 @@ def send(message: Message, target: str, announcement_id: int) -> None:
     why it failed."""
     kind, _, rest = target.partition(":")
     if kind == "desktop":
+        import shutil  # here, not at the top: the runner, which imports this module, stays small
+
         notifier = shutil.which("notify-send")
         if notifier is None:
             return  # no desktop notifier here: silently nothing, as documented
