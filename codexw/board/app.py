@@ -76,6 +76,12 @@ def _int(data: dict[str, Any], key: str) -> int | None:
     return number
 
 
+def _targets(data: dict[str, Any]) -> tuple[str, ...] | None:
+    """`notify` as typed in a form (targets separated by spaces), None if empty."""
+    text = _text(data, "notify")
+    return tuple(text.split()) if text else None
+
+
 def create_app(query: BoardQuery, token: str, hosts: frozenset[str], cookie: str) -> Starlette:
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
@@ -134,6 +140,7 @@ def create_app(query: BoardQuery, token: str, hosts: frozenset[str], cookie: str
             retries=_int(data, "retries"), priority=_int(data, "priority") or 0,
             after=after_ids, cwd=_text(data, "cwd") or query.cwd,
             report_sections=False if data.get("no_sections") else None,
+            notify=_targets(data),
         )
         result = await _call(launch_job, req)
         return JSONResponse({**result.to_dict(), "waiting_for": result.waiting_for})
@@ -150,7 +157,8 @@ def create_app(query: BoardQuery, token: str, hosts: frozenset[str], cookie: str
             source="<board>", text=_text(data, "text", required=True) or "", fmt=fmt or "text",
             max_parallel=_int(data, "max_parallel"),
             defaults=LaunchRequest(task="", level=_text(data, "level"),
-                                   type=_text(data, "type"), cwd=query.cwd),
+                                   type=_text(data, "type"), cwd=query.cwd,
+                                   notify=_targets(data)),
         )
         submitted = await _call(submit, req)
         return JSONResponse(submitted.to_dict())

@@ -158,11 +158,13 @@ def test_the_launch_form_and_a_pasted_batch_start_jobs(cx: Env, board: Board, pa
     page.fill("#l-task", "@fake message launched from the board")
     page.select_option("#l-level", "high")
     page.fill("#l-type", "research")
+    page.fill("#l-notify", "desktop")
     page.click("#launch-form button[type=submit]")
     page.wait_for_selector("#flash.ok")
     with cx.db() as conn:
-        row = conn.execute("SELECT id, level, type, cwd FROM jobs").fetchone()
-    assert (row["level"], row["type"], row["cwd"]) == ("high", "research", str(cx.project))
+        row = conn.execute("SELECT id, level, type, cwd, notify FROM jobs").fetchone()
+    assert (row["level"], row["type"], row["cwd"], row["notify"]) == (
+        "high", "research", str(cx.project), '["desktop"]')
     page.wait_for_selector(card("succeeded", row["id"]))
     # Continue its conversation from its card.
     page.click(card("succeeded", row["id"]))
@@ -246,3 +248,37 @@ def test_requests_without_the_token_from_another_origin_or_host_are_refused(
                             {"task": "x", "level": "extreme"})
     assert status == 400 and "unknown level" in json.loads(text)["error"]
     assert os.path.exists(cx.state / "codexw.db")
+
+
+def test_an_idle_board_with_a_page_listening_uses_almost_no_cpu(cx: Env, board: Board) -> None:
+    """Live updates come from the registry's change notifications, not a polling loop:
+    with nothing happening, an open event stream costs the board (almost) nothing."""
+    from tests.faults.test_idle import CPU_BOUND_S, WINDOW_S, cpu_seconds
+
+    job = cx.launch("@fake message idle")
+    cx.ok("wait", str(job["job_id"]))
+    parts = urlsplit(board.base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("GET", f"/api/events?token={board.token}")
+        response = conn.getresponse()
+        assert response.status == 200
+        first = response.readline()  # the board as it is now
+        assert first.startswith(b"event: board")
+        assert f'"id": {job["job_id"]}'.encode() in response.readline()
+        before = cpu_seconds(board.proc.pid)
+        assert conn.sock is not None
+        conn.sock.settimeout(WINDOW_S)
+        deadline = time.monotonic() + WINDOW_S
+        events = 0
+        while time.monotonic() < deadline:
+            try:
+                line = response.readline()
+            except TimeoutError:
+                break
+            events += line.startswith(b"event:")
+        used = cpu_seconds(board.proc.pid) - before
+    finally:
+        conn.close()
+    assert used < CPU_BOUND_S, f"idle board used {used:.2f} s of CPU in {WINDOW_S} s"
+    assert events <= 1  # at most the safety refresh (every 5 s), nothing per second
