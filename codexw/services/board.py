@@ -37,6 +37,7 @@ COLUMN_OF = {state: column for column, states in COLUMNS.items() for state in st
 BOARD_LIMIT = 300  # newest attempts on the board
 REPORT_LIMIT = 2 << 20  # bytes of a report rendered in the browser
 LOG_TAIL = 300  # log entries shown when a job is opened
+LOG_TAIL_BYTES = 1 << 20  # of a log's end read for them
 SAFETY_INTERVAL = 5.0  # the feed reconciles at least this often, as `wait` does
 MIN_INTERVAL = 0.2  # and at most this often, however busy the registry is
 
@@ -207,7 +208,7 @@ def job_view(job_id: int) -> dict[str, Any]:
     text = read_report(job.report_path)
     view["report_html"] = render_markdown(text) if text is not None else None
     try:
-        _, entries = read_log(job_id)
+        _, entries = read_log(job_id, tail_bytes=LOG_TAIL_BYTES)
         tail: list[dict[str, Any]] = []
         for entry in entries:
             tail.append(entry.to_dict())

@@ -96,7 +96,13 @@ function render(board) {
       if (holder.children[i] !== node) holder.insertBefore(node, holder.children[i] || null);
     });
   }
-  if (openJob !== null && cards.has(String(openJob))) scheduleDetail();
+  // The opened job is read again when its card changed (or while it runs: its processes).
+  const shown = openJob !== null ? cards.get(String(openJob)) : undefined;
+  if (shown) {
+    const key = JSON.stringify(shown);
+    if (key !== render.lastShown || shown.state === "running") scheduleDetail();
+    render.lastShown = key;
+  }
 }
 
 function tick() {
@@ -189,6 +195,7 @@ async function loadDetail(id, show) {
 
 function showJob(id) {
   openJob = Number(id);
+  render.lastShown = undefined;
   loadDetail(openJob, true);
 }
 
