@@ -82,7 +82,8 @@ def _targets(data: dict[str, Any]) -> tuple[str, ...] | None:
     return tuple(text.split()) if text else None
 
 
-def create_app(query: BoardQuery, token: str, hosts: frozenset[str], cookie: str) -> Starlette:
+def create_app(query: BoardQuery, token: str, hosts: frozenset[str], cookie: str,
+               any_ip_port: int | None = None) -> Starlette:
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
@@ -186,6 +187,7 @@ def create_app(query: BoardQuery, token: str, hosts: frozenset[str], cookie: str
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(Guard, token=token, hosts=hosts, cookie=cookie)],
+        middleware=[Middleware(Guard, token=token, hosts=hosts, cookie=cookie,
+                               any_ip_port=any_ip_port)],
         exception_handlers={CodexwError: codexw_error},
     )

@@ -16,6 +16,7 @@ styles only (no inline script), so a report's text can never run as code.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -49,12 +50,15 @@ def allowed_hosts(host: str, port: int, extra: tuple[str, ...] = ()) -> frozense
 class Guard:
     """ASGI middleware in front of the whole app (pages, API, events, static files)."""
 
-    def __init__(self, app: ASGIApp, token: str, hosts: frozenset[str], cookie: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, hosts: frozenset[str], cookie: str,
+                 any_ip_port: int | None = None) -> None:
         self.app = app
         self.token = token.encode()
         self.hosts = hosts
-        self.origins = frozenset(f"http://{h}" for h in hosts)
         self.cookie = cookie
+        # Listening on every address (--host 0.0.0.0 --allow-remote): any IP literal on
+        # this port is also a name of this board. DNS rebinding needs a DNS name.
+        self.any_ip_port = any_ip_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -84,10 +88,11 @@ class Guard:
 
     def problem(self, scope: Scope, headers: dict[str, str]) -> str | None:
         """Why this request is refused, None if it may pass."""
-        if headers.get("host", "").lower() not in self.hosts:
+        host = headers.get("host", "").lower()
+        if not self.known(host):
             return "unknown Host: the board answers only to the address it printed"
         origin = headers.get("origin")
-        if origin is not None and origin.lower() not in self.origins:
+        if origin is not None and origin.lower() != f"http://{host}":  # the page's own only
             return "cross-origin request refused"
         if scope["method"] not in SAFE_METHODS:
             if origin is None:
@@ -97,6 +102,19 @@ class Guard:
         if not self.has_token(scope, headers):
             return "missing or wrong token: open the URL `codexw board` printed"
         return None
+
+    def known(self, host: str) -> bool:
+        """Whether `host` (HOST:PORT, from a Host header or an Origin) names this board."""
+        if host in self.hosts:
+            return True
+        if self.any_ip_port is None:
+            return False
+        name, _, port = host.rpartition(":")
+        try:
+            ipaddress.ip_address(name.strip("[]"))
+        except ValueError:
+            return False
+        return port == str(self.any_ip_port)
 
     def has_token(self, scope: Scope, headers: dict[str, str]) -> bool:
         offered: list[str] = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(

@@ -70,8 +70,10 @@ def run(board: Board) -> None:
     from codexw.board.app import create_app
 
     extra = () if not board.remote else (socket.gethostname(), socket.getfqdn())
+    wildcard = board.host in ("0.0.0.0", "::")
     app = create_app(board.query, board.token, allowed_hosts(board.host, board.port, extra),
-                     cookie=f"codexw_board_{board.port}")
+                     cookie=f"codexw_board_{board.port}",
+                     any_ip_port=board.port if wildcard else None)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
                             timeout_graceful_shutdown=1)
     uvicorn.Server(config).run(sockets=[board.sock])
