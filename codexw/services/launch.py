@@ -178,6 +178,7 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         queue=req.queue, report_sections=req.report_sections,
     )
     check_config(cfg)
+    validate.check_depth(os.environ, cfg.max_depth)  # a job launching jobs: bounded
     timeout = parse_duration(req.timeout, what="timeout") if req.timeout else cfg.timeout
     remote = cfg.backend != "local"
     if remote:
