@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -269,7 +270,9 @@ def spawn_detached(argv: list[str], log: Path, env: dict[str, str]) -> tuple[int
 def reap_children() -> None:
     for child in list(_children):
         if child.poll() is not None:
-            _children.remove(child)
+            # `codexw mcp` runs services in threads: another may have removed it.
+            with contextlib.suppress(ValueError):
+                _children.remove(child)
 
 
 def forget_children() -> None:
