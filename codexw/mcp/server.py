@@ -14,8 +14,9 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from codexw import __version__
 from codexw.core import process
@@ -118,8 +119,29 @@ async def _run(fn: Callable[..., Reply], *args: Any, **kwargs: Any) -> CallToolR
     return _answer(reply)
 
 
-def build_server(settings: Settings) -> MCPServer:
-    server = MCPServer("codexw", instructions=INSTRUCTIONS, version=__version__,
+class Server(MCPServer):
+    """MCPServer whose argument errors are one line, like the CLI's usage errors
+    (pydantic's own message takes four, with a link)."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Context | None = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, ValidationError):
+                raise
+            first = cause.errors()[0]
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+            more = len(cause.errors()) - 1
+            raise ToolError(
+                f"{name}: bad argument {where.lstrip('.') or 'arguments'}: {first['msg']}"
+                + (f" (and {more} more)" if more else "")
+            ) from None
+
+
+def build_server(settings: Settings) -> Server:
+    server = Server("codexw", instructions=INSTRUCTIONS, version=__version__,
                        log_level="WARNING")
     levels = ", ".join(LEVELS)
     sandboxes = ", ".join(SANDBOXES)

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,6 @@ class Reply:
 @dataclass
 class Settings:
     allow_full_access: bool = False
-    warnings: list[str] = field(default_factory=list)  # notices while a tool ran
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -134,7 +133,7 @@ def _with_worktree(request: LaunchRequest, worktree: bool | None) -> LaunchReque
         return dataclasses.replace(request, worktree=worktree)  # type: ignore[call-arg]
     if worktree:
         raise UsageError("worktree: this codexw cannot run a job in its own git worktree",
-                         "leave worktree out (or false)")
+                         "leave it out, or set it to false")
     return request
 
 
