@@ -307,3 +307,69 @@ def test_depth_is_carried_and_bounded_through_the_server(cx: Env) -> None:
     allowed = run(cx, launch, env={"CODEXW_DEPTH": "1"})  # codex that started this server: a job
     assert not allowed.is_error
     assert [r["depth"] for r in cx.fake_runs() if r] == ["2"]
+
+
+def _http_server(cx: Env) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codexw", "mcp", "--http", "0"], cwd=cx.project, env=cx.env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    line = proc.stderr.readline().decode()
+    assert line.startswith("codexw mcp: serving http://127.0.0.1:"), line
+    port = int(line.split("127.0.0.1:", 1)[1].split("/", 1)[0])
+    return proc, port
+
+
+def _post(port: int, headers: dict[str, str]) -> int:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    conn.request("POST", "/mcp", body=body, headers={
+        "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+        **headers})
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_http_needs_the_token_and_refuses_foreign_hosts_and_origins(cx: Env) -> None:
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    proc, port = _http_server(cx)
+    try:
+        token_file = cx.state / "mcp-token"
+        token = token_file.read_text().strip()
+        assert token_file.stat().st_mode & 0o777 == 0o600 and len(token) >= 32
+        good = {"Authorization": f"Bearer {token}"}
+        assert _post(port, {}) == 401
+        assert _post(port, {"Authorization": "Bearer " + "x" * len(token)}) == 401
+        assert _post(port, {**good, "Host": f"evil.example:{port}"}) == 421
+        assert _post(port, {**good, "Origin": "http://evil.example"}) == 403
+        assert _post(port, {**good, "Origin": f"http://127.0.0.1:{port}"}) not in (401, 403, 421)
+
+        async def body() -> dict[str, Any]:
+            async with httpx2.AsyncClient(headers=good) as http, Client(
+                streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)
+            ) as client:
+                tools = await client.list_tools()
+                launched = await client.call_tool("launch", {"task": "@fake sleep 0.2\nover http"})
+                waited = await client.call_tool("wait", {"job_ids": [1]})
+                return {"tools": tools, "launched": launched, "waited": waited}
+
+        out = asyncio.run(body())
+        assert {t.name for t in out["tools"].tools} == TOOLS
+        assert out["launched"].structured_content["job_id"] == 1
+        assert out["waited"].structured_content["done"][0]["state"] == "succeeded"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    again, _port = _http_server(cx)  # the same token across restarts
+    again.send_signal(signal.SIGTERM)
+    again.wait(timeout=30)
+    assert again.stderr is not None
+    again.stderr.close()
+    assert (cx.state / "mcp-token").read_text().strip() == token
