@@ -47,12 +47,14 @@ def job_result(job_id: int) -> JobResult:
     with open_store() as store:
         job = store.get_job(store.latest_attempt(store.get_job(job_id).id))
     summary = lifecycle.summary_from_log(job) if job.started_at is not None else None
-    files = sorted(summary.files.items()) if summary is not None else []
+    # An ended run's files were recorded with its outcome (its events and `git status`);
+    # a running one's (or one recorded before schema 7) are those its events named.
+    files = job.files or (summary.files if summary is not None else {})
     return JobResult(
         asked=job_id,
         job=job,
         final_message=summary.final_message if summary is not None else None,
-        files=[{"path": path, "kind": kind} for path, kind in files],
+        files=[{"path": path, "kind": kind} for path, kind in sorted(files.items())],
     )
 
 
