@@ -174,10 +174,13 @@ def depth_of(environ: Mapping[str, str]) -> int | None:
     return int(raw)
 
 
-def check_depth(environ: Mapping[str, str], max_depth: int) -> int:
+def check_depth(environ: Mapping[str, str], max_depth: int, inherited: int = 0) -> int:
     """Refuse a launch from inside a job tree already `max_depth` deep (so one agent
-    cannot fan out without bound); returns the launching environment's depth."""
+    cannot fan out without bound); returns the launching environment's depth.
+    `inherited`: the depth an ancestor process says, when this environment lost it."""
     depth = depth_of(environ)
+    if depth is not None:
+        depth = max(depth, inherited)
     if depth is None:
         raise UsageError(
             f"{DEPTH_ENV}={environ.get(DEPTH_ENV)!r} is not a job depth",

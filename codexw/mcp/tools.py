@@ -98,7 +98,7 @@ def _brief(asked: int, job: Job) -> dict[str, Any]:
         "attempt_id": job.id,
         "state": job.state.value,
         "reason": job.reason,
-        "duration": job.duration,
+        "duration": None if job.duration is None else round(job.duration, 1),
         "report_path": job.report_path,
     }
 
@@ -226,7 +226,7 @@ def waited(jobs: dict[int, Job], seconds: int) -> Reply:
     done = [_brief(a, j) for a, j in sorted(jobs.items()) if j.state.is_final]
     pending = [_brief(a, j) for a, j in sorted(jobs.items()) if not j.state.is_final]
     ok = sum(1 for d in done if d["state"] == "succeeded")
-    text = f"{len(done)} done ({ok} succeeded, {len(done) - ok} not)"
+    text = f"{len(done)} done ({ok} succeeded, {len(done) - ok} not)" if done else "none done yet"
     if pending:
         ids = [p["job_id"] for p in pending]
         text += (f", {len(pending)} still open after {seconds} s: call wait({ids}) again"
@@ -244,7 +244,7 @@ def result(settings: Settings, job_id: int) -> Reply:
     if found.asked != job.id:
         text = f"job {found.asked} → attempt {text}"
     if found.files:
-        text += f"; {len(found.files)} file(s) changed"
+        text += f"; {len(found.files)} file{'s' if len(found.files) != 1 else ''} changed"
     if found.final_message:
         text += "\n\n" + found.final_message
     return Reply(data, text)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from tests.conftest import Env
 
@@ -56,3 +58,21 @@ def test_a_depth_that_is_not_a_number_and_a_bad_max_depth_are_refused(cx: Env) -
     zero = cx.run("launch", "x", env={"CODEXW_MAX_DEPTH": "0"})
     assert zero.returncode == 2 and "max_depth" in zero.stderr
     assert json.loads(cx.ok("status", "--json").stdout)["jobs"] == []
+
+
+def test_a_launcher_that_lost_the_depth_is_as_deep_as_its_ancestors(cx: Env) -> None:
+    """An MCP client (Codex) starts its servers with a few variables only: the depth is
+    also read from the environments the launching process's ancestors started with."""
+    def scrubbed(depth: str, *args: str) -> subprocess.CompletedProcess[str]:
+        # sh stays (no exec of its last command): the ancestor whose environment has it
+        script = 'env -u CODEXW_DEPTH "$0" -m codexw "$@"; exit $?'
+        return subprocess.run(["/bin/sh", "-c", script, sys.executable, *args],
+                              env={**cx.env, "CODEXW_DEPTH": depth}, cwd=cx.project,
+                              capture_output=True, text=True, timeout=120)
+
+    refused = scrubbed("2", "launch", "x")
+    assert refused.returncode == 2 and "CODEXW_DEPTH=2" in refused.stderr
+    allowed = scrubbed("1", "launch", "y")
+    assert allowed.returncode == 0, allowed.stderr
+    assert cx.run("wait", "1").returncode == 0
+    assert [run["depth"] for run in cx.fake_runs() if run] == ["2"]

@@ -309,6 +309,25 @@ def test_depth_is_carried_and_bounded_through_the_server(cx: Env) -> None:
     assert [r["depth"] for r in cx.fake_runs() if r] == ["2"]
 
 
+def test_a_server_started_without_the_depth_is_as_deep_as_the_codex_that_started_it(
+    cx: Env,
+) -> None:
+    """Codex starts an MCP server with a few variables only (not CODEXW_DEPTH): here a
+    shell at depth 2 stands for that codex, and starts the server without it."""
+    script = 'env -u CODEXW_DEPTH "$0" -m codexw mcp; exit $?'
+    client = Client(StdioServerParameters(
+        command="/bin/sh", args=["-c", script, sys.executable],
+        env={**cx.env, "CODEXW_DEPTH": "2"}, cwd=str(cx.project)))
+
+    async def main() -> Any:
+        async with client:
+            return await client.call_tool("launch", {"task": "a child of a grandchild"})
+
+    refused = asyncio.run(main())
+    assert refused.is_error and "CODEXW_DEPTH=2" in refused.content[0].text
+    assert jobs_in_registry(cx) == []
+
+
 def _http_server(cx: Env) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "codexw", "mcp", "--http", "0"], cwd=cx.project, env=cx.env,
