@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -379,6 +380,7 @@ def with_launch_env(specs: list[JobSpec]) -> tuple[list[JobSpec], str | None]:
     return [replace(s, env_key=key) if s.backend == "local" else s for s in specs], key
 
 
+@functools.cache  # a batch prepares each task: the ancestors are read once
 def inherited_depth() -> int:
     """The deepest CODEXW_DEPTH among this process's ancestors: a codexw started by a
     job's codex (through `codexw mcp`, or a scrubbed `env -i`) is as deep as that job,
