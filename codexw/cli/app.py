@@ -39,6 +39,7 @@ COMMANDS = {
     "untrust": ("trust_cmd", "untrust", "Stop trusting this project's config."),
     "cleanup": ("cleanup_cmd", "cleanup", "Archive old reports, compress logs (cron-safe)."),
     "worker": ("worker_cmd", "worker", "Run Celery jobs from a queue (codexw[celery])."),
+    "mcp": ("mcp_cmd", "mcp", "Serve codexw's tools to agents over MCP (codexw[mcp])."),
 }
 
 # Shown at the end of each command's help. "\b" keeps click from rewrapping the lines.
@@ -78,6 +79,9 @@ codexw cleanup --age 14d --keep 50
 17 3 * * *  codexw cleanup --all-projects --age 14 --quiet   # crontab""",
     "worker": """codexw worker --broker redis://HOST:6379/0 --concurrency 2
 codexw worker --broker redis://HOST:6379/0 --workspace /srv/checkout""",
+    "mcp": """codexw mcp                    # stdio: an MCP client starts it
+claude mcp add codexw -- codexw mcp
+codexw mcp --http 8765        # streamable HTTP on 127.0.0.1, bearer token""",
 }
 
 

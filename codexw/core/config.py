@@ -50,6 +50,9 @@ class Config:
     # On: codexw appends to every prompt a request for a final message in the report's
     # sections (codex.PROMPT_SUFFIX); `report_sections = false` sends the task alone.
     report_sections: bool = True
+    # How deep jobs may launch jobs: a launch from inside a job whose codex runs at
+    # CODEXW_DEPTH >= max_depth is refused (core.validate.check_depth).
+    max_depth: int = 2
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     project: ProjectTrust | None = field(default=None, compare=False)
 
@@ -110,6 +113,11 @@ def _stays_local(value: Any, base: Any) -> bool:
     return bool(value == "local")
 
 
+def _no_deeper(value: Any, base: Any) -> bool:
+    # A project may bound fan-out more tightly than the user, never less.
+    return bool(value <= base)
+
+
 # Every key that runs a program, chooses its arguments, weakens the sandbox, names a path
 # outside the project or sends data off the machine. From a project config such a key is
 # taken only once the user trusts the file. A key added later that does any of this
@@ -123,6 +131,7 @@ NEEDS_TRUST: dict[str, Callable[[Any, Any], bool] | None] = {
     "templates_dir": None,  # reads files anywhere into reports (a template may be a symlink)
     "broker_url": None,  # where tasks (and project paths) are sent
     "backend": _stays_local,  # celery sends the task off this machine
+    "max_depth": _no_deeper,  # a deeper tree of jobs launching jobs spends the user's account
 }
 
 
@@ -140,6 +149,7 @@ def _expected(key: str) -> str:
         "sandbox": "one of " + ", ".join(SANDBOXES),
         "type": "a name matching [a-z0-9][a-z0-9_-]{0,31}",
         "max_parallel": "a whole number of at least 1",
+        "max_depth": "a whole number from 1 to 100",
         "retries": "a whole number of at least 0",
         "retry_timeouts": "true or false",
         "track_reports": "true or false",
@@ -168,14 +178,14 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
             return parse_duration(str(value), what=key)
         except UsageError:
             raise bad() from None
-    if key in ("max_parallel", "retries"):
+    if key in ("max_parallel", "retries", "max_depth"):
         if isinstance(value, str):
             try:
                 value = int(value)
             except ValueError:
                 raise bad() from None
         if isinstance(value, bool) or not isinstance(value, int) or value < (
-            1 if key == "max_parallel" else 0
+            0 if key == "retries" else 1
         ):
             raise bad()
         return value

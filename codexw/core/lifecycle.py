@@ -219,6 +219,7 @@ def record_end(
             thread_id=summary.thread_id if summary is not None else None,
             report_path=report_path,
             last_action=summary.last_action if summary is not None else None,
+            files=dict(summary.files) if summary is not None else None,
             only_runner_pid=only_runner_pid,
             expect_state=expect_state,
             job_key=job.job_key,

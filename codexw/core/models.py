@@ -145,6 +145,8 @@ class Job:
     reason: str | None = None
     retryable: bool = False
     tokens: dict[str, int] = field(default_factory=dict)
+    # What the run changed, path -> kind (add, update, delete…), recorded when it ends.
+    files: dict[str, str] = field(default_factory=dict)
     thread_id: str | None = None
     report_path: str | None = None
     log_path: str | None = None
@@ -175,6 +177,7 @@ class Job:
             "max_attempts": self.spec.retries + 1,
             "duration": self.duration,
             "tokens": dict(self.tokens),
+            "files": [{"path": p, "kind": k} for p, k in sorted(self.files.items())],
         }
         return {
             key: computed[key] if key in computed
@@ -192,7 +195,8 @@ JOB_JSON_KEYS = (
     "id", "state", "task", "level", "type", "model", "sandbox", "cwd", "project", "timeout",
     "priority", "batch_id", "name", "after", "attempt", "max_attempts", "retry_of",
     "resume_of", "queued_at", "started_at", "ended_at", "duration", "not_before",
-    "runner_pid", "codex_pgid", "exit_code", "reason", "tokens", "thread_id", "report_path",
+    "runner_pid", "codex_pgid", "exit_code", "reason", "tokens", "files", "thread_id",
+    "report_path",
     "log_path", "last_action", "host", "backend", "queue", "celery_task_id",
 )
 _SPEC_FIELD_NAMES = frozenset(f.name for f in fields(JobSpec)) - frozenset(

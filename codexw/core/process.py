@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -266,10 +267,39 @@ def spawn_detached(argv: list[str], log: Path, env: dict[str, str]) -> tuple[int
     return child.pid, create_time(child.pid)
 
 
+def ancestors_env(name: str, limit: int = 64) -> list[str]:
+    """`name`'s value in the environment each ancestor of this process was started
+    with (Linux /proc), nearest first. Finds what a parent did not pass on: an MCP
+    client such as Codex starts its servers with a few variables only."""
+    key = name.encode() + b"="
+    found: list[str] = []
+    pid = os.getppid()
+    for _ in range(limit):
+        if pid <= 1:
+            break
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                environ = fh.read(1 << 20)
+        except OSError:  # another user's process, or gone: nothing to read there
+            environ = b""
+        for item in environ.split(b"\0"):
+            if item.startswith(key):
+                found.append(item[len(key):].decode("utf-8", "replace"))
+                break
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                pid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return found
+
+
 def reap_children() -> None:
     for child in list(_children):
         if child.poll() is not None:
-            _children.remove(child)
+            # `codexw mcp` runs services in threads: another may have removed it.
+            with contextlib.suppress(ValueError):
+                _children.remove(child)
 
 
 def forget_children() -> None:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from codexw.core import gitdelta, naming, process
+from codexw.core import gitdelta, naming, process, validate
 from codexw.core.codex import (
     RunSummary,
     auto_skip_git_check,
@@ -100,6 +100,9 @@ def codex_env(base: dict[str, str], spec: JobSpec, marker: dict[str, str]) -> di
     marker that tells its process group from a reused one, and the job's CODEX_HOME."""
     env = dict(base)
     env.update(marker)
+    # One level deeper than the command that launched it: a codexw launched by this
+    # codex (through a shell or `codexw mcp`) knows how deep it is (validate.check_depth).
+    env[validate.DEPTH_ENV] = str((validate.depth_of(base) or 0) + 1)
     if spec.codex_home:
         env["CODEX_HOME"] = spec.codex_home
     return env

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -178,6 +179,7 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         queue=req.queue, report_sections=req.report_sections,
     )
     check_config(cfg)
+    validate.check_depth(os.environ, cfg.max_depth, inherited_depth())  # jobs launching jobs
     timeout = parse_duration(req.timeout, what="timeout") if req.timeout else cfg.timeout
     remote = cfg.backend != "local"
     if remote:
@@ -378,11 +380,32 @@ def with_launch_env(specs: list[JobSpec]) -> tuple[list[JobSpec], str | None]:
     return [replace(s, env_key=key) if s.backend == "local" else s for s in specs], key
 
 
+@functools.cache  # a batch prepares each task: the ancestors are read once
+def inherited_depth() -> int:
+    """The deepest CODEXW_DEPTH among this process's ancestors: a codexw started by a
+    job's codex (through `codexw mcp`, or a scrubbed `env -i`) is as deep as that job,
+    whatever its own environment lost on the way."""
+    from codexw.core.process import ancestors_env
+
+    depths = (validate.depth_of({validate.DEPTH_ENV: v}) for v in ancestors_env(validate.DEPTH_ENV))
+    return max((d for d in depths if d is not None), default=0)
+
+
+def launch_environ() -> dict[str, str]:
+    """This command's environment for its jobs, its depth made explicit (the runner
+    starts codex one level deeper: core.run.codex_env)."""
+    environ = dict(os.environ)
+    depth = max(validate.depth_of(environ) or 0, inherited_depth())
+    if depth:
+        environ[validate.DEPTH_ENV] = str(depth)
+    return environ
+
+
 def save_launch_env(key: str | None) -> None:
     if key is None:
         return
     try:
-        envfile.save(key, os.environ)
+        envfile.save(key, launch_environ())
     except OSError as exc:
         raise StoreError(
             f"cannot save the launch environment in {envfile.env_dir()}: {exc.strerror}",

@@ -210,7 +210,8 @@ def main() -> int:
                        "resume": opts["resume"], "prompt": prompt, "start": time.time(),
                        "path": os.environ.get("PATH", ""),
                        "api_key": os.environ.get("OPENAI_API_KEY"),
-                       "home": os.environ.get("HOME")})
+                       "home": os.environ.get("HOME"),
+                       "depth": os.environ.get("CODEXW_DEPTH")})
     try:
         return run(opts, todo, state_dir)
     finally:

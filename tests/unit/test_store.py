@@ -67,6 +67,21 @@ def test_finish_happens_once(store: Store) -> None:
     assert (job.state, job.reason) == (JobState.CANCELLED, "a")
 
 
+def test_the_files_a_run_changed_are_recorded_with_its_end(store: Store) -> None:
+    with store.transaction():
+        job_id = store.insert_job(_spec(), now=1.0)
+        other = store.insert_job(_spec(), now=1.0)
+    assert store.get_job(job_id).files == {}
+    odd = "caf\udce9.txt"  # a name that was not UTF-8 on disk
+    with store.transaction():
+        store.finish(job_id, JobState.SUCCEEDED, ended_at=2.0, files={"a.py": "update", odd: "add"})
+        store.conn.execute("UPDATE jobs SET files = '[1]' WHERE id = ?", (other,))
+    assert store.get_job(job_id).files == {"a.py": "update", odd: "add"}
+    damaged = store.find_job(other)
+    assert damaged is not None and damaged.files == {}
+    assert damaged.reason is not None and "files: not a JSON object" in damaged.reason
+
+
 def test_queued_order_priority_then_age(store: Store) -> None:
     with store.transaction():
         a = store.insert_job(_spec(priority=0), now=1.0)

@@ -31,6 +31,7 @@ HOSTILE = {
     "templates_dir": '"/etc"',
     "broker_url": '"redis://evil.example:6379/0"',
     "backend": '"celery"',
+    "max_depth": "50",
 }
 
 
@@ -99,6 +100,16 @@ def test_sandbox_from_an_untrusted_project_may_only_be_stricter(dirs) -> None:  
     cfg = load_config(project)  # weaker than the user's own choice
     assert cfg.sandbox == "read-only" and cfg.project is not None
     assert cfg.project.ignored == ("sandbox",)
+
+
+def test_max_depth_from_an_untrusted_project_may_only_be_lower(dirs) -> None:  # type: ignore[no-untyped-def]
+    _, project = dirs
+    _project(project, "max_depth = 1\n")
+    cfg = load_config(project)
+    assert cfg.max_depth == 1 and cfg.project is not None and not cfg.project.ignored
+    _project(project, "max_depth = 3\n")
+    cfg = load_config(project)
+    assert cfg.max_depth == 2 and cfg.project is not None and cfg.project.ignored == ("max_depth",)
 
 
 def test_user_config_env_and_flags_stay_trusted(dirs, monkeypatch) -> None:  # type: ignore[no-untyped-def]

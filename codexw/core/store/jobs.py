@@ -7,6 +7,7 @@ caller saw it, and its rowcount says who won.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -126,6 +127,7 @@ class JobWrites(Connection):
         thread_id: str | None = None,
         report_path: str | None = None,
         last_action: str | None = None,
+        files: dict[str, str] | None = None,
         only_runner_pid: int | None = None,
         expect_state: JobState | None = None,
         job_key: str | None = None,
@@ -152,6 +154,9 @@ class JobWrites(Connection):
         if tokens is not None:
             statement += "".join(f", {k} = ?" for k in TOKEN_KEYS)
             params.extend(tokens.get(k, 0) for k in TOKEN_KEYS)
+        if files is not None:
+            statement += ", files = ?"
+            params.append(json.dumps(files))  # ASCII: a lone surrogate (odd name) stays storable
         statement += f" WHERE id = ? AND {sql.FROM[state]}"
         params.append(job_id)
         if only_runner_pid is not None:

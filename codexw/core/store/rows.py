@@ -35,7 +35,7 @@ _INT64_MAX = 2**63 - 1
 NOT_COLUMNS = frozenset({"after"})
 SPEC_COLUMNS = tuple(f.name for f in fields(JobSpec) if f.name not in NOT_COLUMNS)
 # Fields that are not plain columns, read by hand below.
-_SPECIAL = {"spec", "state", "tokens", "codex_args"} | NOT_COLUMNS
+_SPECIAL = {"spec", "state", "tokens", "files", "codex_args"} | NOT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -162,13 +162,34 @@ def read_job(row: sqlite3.Row, deps: tuple[Any, ...] = ()) -> Job | Unreadable:
             problems.append(f"{key}: unexpected {_show(row[key])}")
             value = 0
         tokens[key] = value
-    values = reader.fill(Job, {"spec": spec, "state": state, "tokens": tokens})
+    values = reader.fill(Job, {"spec": spec, "state": state, "tokens": tokens,
+                               "files": _files(row, problems)})
     job = Job(**values)
     if not problems:
         return job
     problem = f"{UNREADABLE}: {'; '.join(problems)}"
     job.reason = problem
     return Unreadable(job, problem, raw_state, row["runner_pid"])
+
+
+def _files(row: sqlite3.Row, problems: list[str]) -> dict[str, str]:
+    """The `files` column: NULL (not ended, or recorded before it existed) is none."""
+    try:
+        raw = row["files"]
+    except IndexError:
+        return {}
+    if raw is None:
+        return {}
+    try:
+        files = json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
+        files = None
+    if not isinstance(files, dict) or not all(
+        type(k) is str and type(v) is str for k, v in files.items()
+    ):
+        problems.append(f"files: not a JSON object of strings ({_show(raw)})")
+        return {}
+    return files
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN report_sections INTEGER NOT NULL DEFAULT 1;
     """,
+    # 7: the files an ended run changed (JSON, path -> kind), from its events and git
+    # status, as its report lists them: `codexw mcp`'s result tool reads them back.
+    """
+    ALTER TABLE jobs ADD COLUMN files TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
