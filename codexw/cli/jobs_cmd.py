@@ -224,6 +224,7 @@ def _print_detail(detail: svc_status.JobDetail) -> None:
         ("duration", format_duration(job.duration)),
         ("timeout", format_duration(s.timeout) if s.timeout else "none"),
         ("runner pid", str(job.runner_pid or "-")),
+        ("codex", job.codex_exec or "-"),
         ("exit status", "-" if job.exit_code is None else str(job.exit_code)),
         ("last action", job.last_action or "-"),
         ("tokens", " ".join(f"{k.replace('_tokens', '')}={v}" for k, v in job.tokens.items())),

@@ -92,8 +92,9 @@ def auto_skip_git_check(spec: JobSpec) -> bool:
     return not in_git_repo(spec.cwd) and "--skip-git-repo-check" not in spec.codex_args
 
 
-def build_argv(spec: JobSpec) -> list[str]:
-    """argv for one run; the prompt always goes on stdin (`-`), never on argv.
+def build_argv(spec: JobSpec, program: str | None = None) -> list[str]:
+    """argv for one run; the prompt always goes on stdin (`-`), never on argv. `program`
+    is what to exec for codex (core.codexbin), `spec.codex_bin` by default.
 
     A follow-up is `codex exec [OPTIONS] resume THREAD -`: the `resume` subcommand
     itself rejects -s, -C, --add-dir and -p, but codex (0.169.0, checked against the
@@ -101,7 +102,7 @@ def build_argv(spec: JobSpec) -> list[str]:
     run falls back to a read-only sandbox.
     """
     argv = [
-        spec.codex_bin,
+        program or spec.codex_bin,
         "exec",
         "--json",
         "-c",

@@ -50,6 +50,9 @@ class Config:
     # On: codexw appends to every prompt a request for a final message in the report's
     # sections (codex.PROMPT_SUFFIX); `report_sections = false` sends the task alone.
     report_sections: bool = True
+    # Start an npm-installed codex as its native binary (core.codexbin); false runs the
+    # Node wrapper as installed.
+    codex_native: bool = True
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     project: ProjectTrust | None = field(default=None, compare=False)
 
@@ -144,6 +147,7 @@ def _expected(key: str) -> str:
         "retry_timeouts": "true or false",
         "track_reports": "true or false",
         "report_sections": "true or false",
+        "codex_native": "true or false",
         "codex_args": "a list of strings",
         "backend": "one of " + ", ".join(BACKENDS),
         "broker_url": "a Redis URL such as redis://host:6379/0 (redis:// or rediss://)",
@@ -179,7 +183,7 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
         ):
             raise bad()
         return value
-    if key in ("retry_timeouts", "track_reports", "report_sections"):
+    if key in ("retry_timeouts", "track_reports", "report_sections", "codex_native"):
         if isinstance(value, str):
             lowered = value.lower()
             if lowered in ("1", "true", "yes", "on"):

@@ -118,6 +118,9 @@ class JobSpec:
     env_key: str | None = None
     # Whether codex's prompt asks for a final message in the report's sections.
     report_sections: bool = True
+    # Whether an npm-installed codex starts as its native binary, not through the Node
+    # wrapper (core.codexbin).
+    codex_native: bool = True
 
 
 BACKENDS = ("local", "celery")
@@ -155,6 +158,8 @@ class Job:
     # Random, per attempt: a runner recognises its own job (and its TEMP report) by it,
     # not by the id alone, which a new registry or a second state dir can reuse.
     job_key: str | None = None
+    # What the runner started for codex (core.codexbin.CodexProgram.describe).
+    codex_exec: str | None = None
 
     @property
     def duration(self) -> float | None:

@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from codexw.core import paths, process, templates
+from codexw.core import codexbin, paths, process, templates
 from codexw.core.codex import (
     INSTALL_HINT,
     MIN_CODEX_VERSION,
@@ -122,7 +122,7 @@ def check_trust(config: Config | None, project: Path) -> Check | None:
                  "review the file, then run `codexw trust`")
 
 
-def check_codex(codex_bin: str) -> tuple[list[Check], str | None]:
+def check_codex(codex_bin: str, native: bool = True) -> tuple[list[Check], str | None]:
     found = shutil.which(codex_bin)
     if found is None:
         problem, hint = missing_codex(codex_bin)
@@ -134,7 +134,12 @@ def check_codex(codex_bin: str) -> tuple[list[Check], str | None]:
         return [Check("codex", FAIL, f"{path} does not run: {why}",
                       "the npm package needs Node.js 16+ on PATH; reinstall codex")], None
     version = parse_version(out)
-    checks = [Check("codex", OK, f"{path}")]
+    program = codexbin.locate(path, native)
+    checks = [Check("codex", OK, f"{path}"), Check("codex program", OK, (
+        f"jobs start the native binary {program.path} (the npm wrapper is bypassed;"
+        " `codex_native = false` keeps it)" if program.kind == codexbin.NATIVE
+        else f"jobs start the npm wrapper: {program.note}" if program.kind == codexbin.WRAPPER
+        else f"jobs start {program.path} as it is"))]
     shown = ".".join(map(str, version)) if version else "unknown"
     minimum = ".".join(map(str, MIN_CODEX_VERSION))
     if version is None:
@@ -308,7 +313,7 @@ def run_doctor(cwd: str | None = None) -> DoctorReport:
     trust_check = check_trust(config, project)
     if trust_check is not None:
         checks.append(trust_check)
-    codex_checks, codex = check_codex(config.codex_bin if config else "codex")
+    codex_checks, codex = check_codex(config.codex_bin if config else "codex", config.codex_native if config else True)
     checks += codex_checks
     home, explicit = codex_home()
     home_check = check_codex_home(home, explicit)

@@ -211,6 +211,7 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         retries=cfg.retries,
         retry_timeouts=cfg.retry_timeouts,
         report_sections=cfg.report_sections,
+        codex_native=cfg.codex_native,
         backoff_base=cfg.backoff_base,
         backoff_max=cfg.backoff_max,
         priority=req.priority,

@@ -210,7 +210,9 @@ def main() -> int:
                        "resume": opts["resume"], "prompt": prompt, "start": time.time(),
                        "path": os.environ.get("PATH", ""),
                        "api_key": os.environ.get("OPENAI_API_KEY"),
-                       "home": os.environ.get("HOME")})
+                       "home": os.environ.get("HOME"),
+                       "managed": {k: v for k, v in os.environ.items()
+                                   if k.startswith("CODEX_MANAGED")}})
     try:
         return run(opts, todo, state_dir)
     finally:

@@ -22,6 +22,7 @@ SAFE_UNTRUSTED = {
     "retry_timeouts", "backoff_base", "backoff_max", "queue",
     "track_reports",  # only chooses what a new .codexw/.gitignore lists
     "report_sections",  # only whether the prompt asks for the report's sections
+    "codex_native",  # the same installed codex, without its Node wrapper
 }
 
 HOSTILE = {
