@@ -368,6 +368,122 @@ def bench_cleanup(count: int, rounds: int, sync: str, settle: float = SETTLE_S) 
                f" `{said}`)", f"{ratio:.2f}×{spread}", "≤ 1.0×", verdict(ratio <= 1.0))
 
 
+# -- codex's own processes: the native binary against the npm wrapper -------------------
+
+
+def _real_codex() -> str | None:
+    path = os.environ.get("CODEXW_E2E_CODEX") or str(REPO / ".cache/codex/node_modules/.bin/codex")
+    return path if os.access(path, os.X_OK) else None
+
+
+def _pss_kb(pids: set[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def _group(pgid: int) -> set[int]:
+    members = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                members.add(int(name))
+    return members
+
+
+def _codex_round(codex: str, jobs: int, how: str) -> tuple[float, float]:
+    """`jobs` concurrent jobs held at the mock model: (total PSS in MB of every process
+    that serves them, the slowest spawn → first model request in s). `how`: "plain"
+    (`codex exec` through the npm wrapper, no codexw), "native" or "wrapper" (codexw with
+    codex_native = true / false)."""
+    sys.path.insert(0, str(REPO))
+    from tests.e2e.conftest import PROVIDER_CONFIG
+    from tests.e2e.mock_responses import Message, MockResponses
+
+    box = Sandbox()
+    server = MockResponses().start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        shutil.rmtree(box.project / ".git")  # codex wants a real repository
+        subprocess.run(["git", "init", "-q", str(box.project)], check=True)
+        home = box.root / "codex-home"
+        home.mkdir()
+        (home / "config.toml").write_text(PROVIDER_CONFIG.format(base_url=server.base_url))
+        server.default = Message("held", hold=120)
+        env = {**box.env, "CODEX_HOME": str(home), "MOCK_API_KEY": "bench",
+               "HOME": str(box.root), "CODEXW_CODEX_BIN": codex,
+               "CODEXW_CODEX_NATIVE": "false" if how == "wrapper" else "true"}
+        spawned: list[float] = []
+        groups: set[int] = set()
+        if how == "plain":
+            for i in range(jobs):
+                spawned.append(time.time())
+                procs.append(subprocess.Popen(
+                    [codex, "exec", "--json", "--skip-git-repo-check", "-s", "workspace-write",
+                     "-C", str(box.project), f"bench task {i}"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, env=env, start_new_session=True))
+                groups.add(procs[-1].pid)
+            server.wait_in_flight(jobs, timeout=120)
+            pids = set().union(*(_group(g) for g in groups))
+        else:
+            tasks = box.root / "tasks.txt"
+            tasks.write_text("".join(f"bench task {i}\n" for i in range(jobs)))
+            box.env = env
+            box.codexw("batch", "--detach", "-j", str(jobs), str(tasks))
+            server.wait_in_flight(jobs, timeout=120)
+            rows = json.loads(box.codexw("status", "--json", "--all").stdout)["jobs"]
+            spawned = [r["started_at"] for r in rows]
+            pids = {r["runner_pid"] for r in rows}.union(*(_group(r["codex_pgid"]) for r in rows))
+        pss = _pss_kb(pids) / 1024
+        first = sorted(r.started for r in server.requests)[:jobs]
+        slowest = max(f - s for f, s in zip(first, sorted(spawned)))
+        server.release()
+        for proc in procs:
+            proc.wait(timeout=60)
+        if how != "plain":
+            box.codexw("wait", "--all", check=False)
+        return pss, slowest
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        server.stop()
+        box.close()
+
+
+def bench_codex_processes(jobs: int) -> list[Row]:
+    codex = _real_codex()
+    if codex is None:
+        return [Row(f"{jobs} concurrent jobs: PSS, spawn → first request", "-",
+                    "the real codex is not installed (CODEXW_E2E_CODEX)", "-", "-", "skipped")]
+    plain_pss, plain_first = _codex_round(codex, jobs, "plain")
+    native_pss, native_first = _codex_round(codex, jobs, "native")
+    wrapper_pss, wrapper_first = _codex_round(codex, jobs, "wrapper")
+    ratio = native_pss / plain_pss
+    start_ratio = native_first / wrapper_first
+    return [
+        Row(f"{jobs} concurrent jobs, total PSS of codexw's and codex's processes",
+            f"{native_pss:.0f} MB (native codex); {wrapper_pss:.0f} MB with codex_native = false",
+            f"{plain_pss:.0f} MB (plain `codex exec` through the npm wrapper)",
+            f"{ratio:.2f}×", "≤ 1.0×", verdict(ratio <= 1.0)),
+        Row(f"{jobs} concurrent jobs, slowest codex spawn → first model request",
+            f"{ms(native_first)} (native)", f"{ms(wrapper_first)} (npm wrapper, through codexw);"
+            f" {ms(plain_first)} plain", f"{start_ratio:.2f}×", "< 1×", verdict(start_ratio < 1)),
+    ]
+
+
 def compile_codexw() -> None:
     import compileall
 
@@ -377,7 +493,7 @@ def compile_codexw() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts, for CI")
-    parser.add_argument("--only", help="comma-separated: launch,rss,wait,batch,status,cleanup")
+    parser.add_argument("--only", help="comma-separated: launch,rss,wait,batch,status,codex,cleanup")
     parser.add_argument("--rounds", type=int, help="cleanup: side-by-side rounds, the order"
                         " alternating (default 3, 1 with --quick); the ratio is their median")
     parser.add_argument("--sync", choices=("fs", "all"), default="fs",
@@ -392,6 +508,7 @@ def main() -> int:
         ("wait", lambda: bench_wait(3 if q else 15)),
         ("batch", lambda: bench_batch(20 if q else 200)),
         ("status", lambda: bench_status(2_000 if q else 100_000, 3 if q else 10)),
+        ("codex", lambda: bench_codex_processes(8)),
         ("cleanup", lambda: bench_cleanup(300 if q else 10_000,
                                           args.rounds or (1 if q else 3), args.sync,
                                           0.0 if q else SETTLE_S)),
