@@ -12,7 +12,7 @@ import typer
 from codexw.cli import render
 from codexw.core.durations import format_duration
 from codexw.core.errors import EXIT_INTERRUPTED, UsageError
-from codexw.core.models import Job, JobState
+from codexw.core.models import REMOTE_BACKENDS, Job, JobState
 
 STATES = ", ".join(s.value for s in JobState)
 
@@ -232,7 +232,7 @@ def _print_detail(detail: svc_status.JobDetail) -> None:
         ("report", job.report_path or "-"),
         ("log", job.log_path or "-"),
     ]
-    if s.backend != "local":
+    if s.backend in REMOTE_BACKENDS:
         lines.append(("backend", f"{s.backend}, queue {s.queue or '-'},"
                                  f" task {job.celery_task_id or '-'}"))
         lines.append(("worker", job.host or "- (not taken by a worker yet)"))

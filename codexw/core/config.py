@@ -53,6 +53,8 @@ class Config:
     # Start an npm-installed codex as its native binary (core.codexbin); false runs the
     # Node wrapper as installed.
     codex_native: bool = True
+    # --backend app-server: an app-server with no running turn for this long shuts down.
+    app_server_idle: float = 600.0
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     project: ProjectTrust | None = field(default=None, compare=False)
 
@@ -134,7 +136,7 @@ def on_notice(sink: Callable[[str], None] | None) -> None:
     notices.set_sink(sink)
 
 
-_DURATION_KEYS = {"timeout", "kill_grace", "backoff_base", "backoff_max"}
+_DURATION_KEYS = {"timeout", "kill_grace", "backoff_base", "backoff_max", "app_server_idle"}
 
 
 def _expected(key: str) -> str:

@@ -106,8 +106,9 @@ class JobSpec:
     template: str | None = None
     resume_thread: str | None = None
     resume_of: int | None = None
-    # Where it runs: "local" (a runner on this machine) or "celery" (a worker of the
-    # broker's queue; see codexw.backends).
+    # Where it runs: "local" (a runner on this machine), "celery" (a worker of the
+    # broker's queue) or "app-server" (a thread of a codex app-server here; experimental).
+    # See codexw.backends.
     backend: str = "local"
     broker_url: str | None = None
     queue: str | None = None
@@ -123,7 +124,10 @@ class JobSpec:
     codex_native: bool = True
 
 
-BACKENDS = ("local", "celery")
+BACKENDS = ("local", "celery", "app-server")
+# Backends whose jobs run on another machine: the worker's codex, CODEX_HOME and
+# environment, nothing of the launching command's.
+REMOTE_BACKENDS = ("celery",)
 
 
 @dataclass
