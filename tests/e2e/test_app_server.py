@@ -78,11 +78,14 @@ def test_jobs_share_one_app_server_and_continue_is_a_new_turn_on_the_thread(e2e:
     assert wait_job(e2e, 1)[0] == 0 and wait_job(e2e, 2)[0] == 0
     thread = e2e.cx.job(1)["thread_id"]
 
-    e2e.server.default = Message("second answer")
+    usage = {"input_tokens": 700, "cached_input_tokens": 600, "output_tokens": 9,
+             "reasoning_output_tokens": 0}
+    e2e.server.default = Message("second answer", usage=usage)
     e2e.cx.ok("continue", "1", "and now the follow-up")
     code, follow = wait_job(e2e, 3)
     assert code == 0, follow
     assert follow["thread_id"] == thread
+    assert follow["tokens"] == usage  # the follow-up's own turn, not the thread's total
     last = e2e.server.turn_requests()[-1]
     assert "first answer" in " ".join(last.assistant_texts)  # the conversation went on
     assert _server_pid(e2e, 3) == one  # the warm server took it
@@ -126,3 +129,50 @@ def test_a_dead_app_server_loses_its_jobs_and_the_retry_resumes_the_thread(e2e: 
     assert retry["thread_id"] == thread  # thread/resume kept the conversation
     assert _server_pid(e2e, 2) != pid
     assert group_members(pid) == []
+
+
+def test_the_protocol_codexw_speaks_is_in_the_installed_codexs_schema(e2e: E2E, tmp_path: Path) -> None:
+    """Generated from the binary itself (its README disagrees with it): the methods and
+    values codexw sends and the notifications it reads exist in this codex."""
+    import json
+    import subprocess
+
+    from codexw.core import codexbin
+
+    native = codexbin.locate(e2e.codex).path
+    out = tmp_path / "schema"
+    subprocess.run([native, "app-server", "generate-json-schema", "--out", str(out)], check=True,
+                   capture_output=True, env={**os.environ, "CODEX_HOME": str(e2e.codex_home)})
+    schema = json.loads((out / "codex_app_server_protocol.v2.schemas.json").read_text())
+    defs = schema["definitions"]
+    requests = json.dumps(json.loads((out / "ClientRequest.json").read_text()))
+    notifications = json.dumps(json.loads((out / "ServerNotification.json").read_text()))
+    for method in ("initialize", "thread/start", "thread/resume", "turn/start", "turn/interrupt"):
+        assert f'"{method}"' in requests, method
+    for method in ("item/started", "item/completed", "thread/tokenUsage/updated",
+                   "turn/completed", "error"):
+        assert f'"{method}"' in notifications, method
+    assert {"read-only", "workspace-write", "danger-full-access"} <= set(defs["SandboxMode"]["enum"])
+    assert "never" in defs["AskForApproval"]["oneOf"][0]["enum"]
+    for name in ("ThreadStartParams", "ThreadResumeParams"):
+        assert {"cwd", "sandbox", "approvalPolicy", "model", "config"} <= set(defs[name]["properties"])
+    assert {"threadId", "input", "effort"} <= set(defs["TurnStartParams"]["properties"])
+    usage = defs["TokenUsageBreakdown"]["properties"]
+    assert {"inputTokens", "cachedInputTokens", "outputTokens", "reasoningOutputTokens"} <= set(usage)
+
+
+def test_an_untested_codex_version_is_refused_with_the_reason(e2e: E2E, tmp_path: Path) -> None:
+    fake = tmp_path / "codex-next"
+    fake.write_text(f"#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'codex-cli 0.999.0'; exit 0; fi\n"
+                    f"exec {e2e.codex} \"$@\"\n")
+    fake.chmod(0o755)
+    e2e.cx.env["CODEXW_CODEX_BIN"] = str(fake)
+    e2e.cx.env["CODEXW_BACKEND"] = "app-server"
+    doctor = e2e.cx.run("doctor")
+    assert doctor.returncode != 0
+    assert "0.999.0 is not a version the app-server backend was tested with" in doctor.stdout
+    e2e.cx.launch("never runs")
+    code, job = wait_job(e2e, 1)
+    assert code != 0 and job["state"] == "failed"
+    assert "0.999.0 is not a version the app-server backend was tested with" in job["reason"]
+    assert e2e.server.requests == []

@@ -16,6 +16,7 @@ import json
 import os
 import select
 import signal
+import subprocess
 import sys
 import time
 import tomllib
@@ -26,7 +27,7 @@ from typing import Any
 from codexw.backends.appserver import files, translate
 from codexw.backends.appserver.server import AppServer
 from codexw.core import codexbin, envfile, gitdelta, lifecycle, paths, process, scheduler
-from codexw.core.codex import RunSummary, build_prompt, is_transient
+from codexw.core.codex import RunSummary, app_server_refusal, build_prompt, is_transient
 from codexw.core.config import load_config
 from codexw.core.errors import CodexwError
 from codexw.core.lifecycle import Ending
@@ -52,7 +53,8 @@ class ThreadRun:
     stopping: Ending | None = None
     stop_deadline: float | None = None
     command_pids: set[int] = field(default_factory=set)
-    usage: dict[str, int] = field(default_factory=dict)
+    # Per turn id: thread/resume restates the thread's last usage under its earlier turn.
+    usage: dict[str, dict[str, int]] = field(default_factory=dict)
     git_before: gitdelta.Snapshot | None = None
     progress: Throttle = field(default_factory=Throttle)
     changed: bool = False
@@ -66,6 +68,7 @@ class Supervisor:
         self.env = env
         self.program = codexbin.locate(first.spec.codex_bin, first.spec.codex_native)
         self.idle_after = load_config().app_server_idle
+        self.refusal = self.check_version()
         self.server: AppServer | None = None
         self.runs: dict[int, ThreadRun] = {}
         self.by_thread: dict[str, ThreadRun] = {}
@@ -74,6 +77,16 @@ class Supervisor:
         self.me = os.getpid()
         self.codex_home = Path(first.spec.codex_home or env.get("CODEX_HOME")
                                or Path(env.get("HOME", "~")).expanduser() / ".codex")
+
+    def check_version(self) -> str | None:
+        try:
+            out = subprocess.run([self.program.path, "--version"], capture_output=True,
+                                 stdin=subprocess.DEVNULL, env=self.program.environ(self.env),
+                                 timeout=30, text=True, errors="replace")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"`{self.program.path} --version` failed: {exc}"
+        return app_server_refusal(out.stdout) if out.returncode == 0 else (
+            f"`{self.program.path} --version` failed with status {out.returncode}")
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -146,6 +159,10 @@ class Supervisor:
 
     def begin(self, job: Job) -> None:
         log = lifecycle.log_path(job.id)
+        if self.refusal is not None:
+            lifecycle.finalize(self.store, job, Ending(JobState.FAILED, self.refusal), None)
+            scheduler.fill_slots(self.store)
+            return
         try:
             server = self.ensure_server()
         except OSError as exc:
@@ -168,8 +185,8 @@ class Supervisor:
         if os.path.isdir(job.spec.cwd):
             run.git_before = gitdelta.snapshot(job.spec.cwd)
         self.runs[job.id] = run
-        if job.spec.resume_of is not None:
-            run.summary.usage_baseline = lifecycle.usage_before(self.store, job.spec.resume_of)
+        # No usage_baseline for a follow-up: the turn's usage is summed from its own
+        # responses (thread/tokenUsage/updated `last`), not the thread's running total.
         spec = job.spec
         params: dict[str, Any] = {
             "cwd": spec.cwd, "sandbox": spec.sandbox, "approvalPolicy": APPROVAL,
@@ -257,8 +274,9 @@ class Supervisor:
                 if isinstance(pid, str) and pid.isdigit():
                     run.command_pids.add(int(pid))
         elif method == "thread/tokenUsage/updated":
+            turn_usage = run.usage.setdefault(str(params.get("turnId")), {})
             for k, v in translate.usage_of(params).items():
-                run.usage[k] = run.usage.get(k, 0) + v
+                turn_usage[k] = turn_usage.get(k, 0) + v
         elif method == "error":
             err = params.get("error")
             text = err.get("message") if isinstance(err, dict) else None
@@ -271,8 +289,9 @@ class Supervisor:
 
     def turn_completed(self, run: ThreadRun, turn: dict[str, Any]) -> None:
         status = turn.get("status")
+        usage = run.usage.get(str(turn.get("id")), {})
         if status == "completed":
-            self.emit(run, {"type": "turn.completed", "usage": translate.turn_usage(run.usage)})
+            self.emit(run, {"type": "turn.completed", "usage": translate.turn_usage(usage)})
             ending = run.stopping or Ending(JobState.SUCCEEDED, None, 0, False)
         elif status == "failed":
             err = turn.get("error")
