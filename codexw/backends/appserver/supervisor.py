@@ -56,6 +56,7 @@ class ThreadRun:
     # Per turn id: thread/resume restates the thread's last usage under its earlier turn.
     usage: dict[str, dict[str, int]] = field(default_factory=dict)
     git_before: gitdelta.Snapshot | None = None
+    setting: tuple[str, str, str | None] | None = None  # (cwd, sandbox, model) it was opened with
     progress: Throttle = field(default_factory=Throttle)
     changed: bool = False
 
@@ -72,6 +73,7 @@ class Supervisor:
         self.server: AppServer | None = None
         self.runs: dict[int, ThreadRun] = {}
         self.by_thread: dict[str, ThreadRun] = {}
+        self.loaded: dict[str, tuple[str, str, str | None]] = {}  # threads the server holds
         self.idle_since = time.monotonic()
         self.stop = StopRequest()
         self.me = os.getpid()
@@ -155,6 +157,7 @@ class Supervisor:
         server.notify("initialized")
         files.write_record(self.key, self.me, process.create_time(self.me), server.pid)
         self.server = server
+        self.loaded = {}
         return server
 
     def begin(self, job: Job) -> None:
@@ -195,9 +198,17 @@ class Supervisor:
         if spec.model:
             params["model"] = spec.model
         resume = spec.resume_thread or self.thread_of_lost_attempt(job)
+        setting = (spec.cwd, spec.sandbox, spec.model)
+        if resume and self.loaded.get(resume) == setting:
+            # A follow-up on a thread this app-server holds, with its settings: the new
+            # turn goes straight in (no thread/resume round trip).
+            self.thread_ready(run, {"thread": {"id": resume}}, None, None)
+            self.report(run, force=True)
+            return
         trusted_before = files.read_bytes(self.codex_home / "config.toml")
         if resume:
             params["threadId"] = resume
+        run.setting = setting
         server.request("thread/resume" if resume else "thread/start", params,
                        lambda result, error: self.thread_ready(run, result, error, trusted_before))
         self.report(run, force=True)
@@ -213,7 +224,9 @@ class Supervisor:
 
     def thread_ready(self, run: ThreadRun, result: dict[str, Any] | None, error: str | None,
                      config_before: bytes | None) -> None:
-        files.undo_trust_write(self.codex_home / "config.toml", config_before, run.job.spec.cwd)
+        if run.setting is not None:  # a thread/start or thread/resume answered
+            files.undo_trust_write(self.codex_home / "config.toml", config_before,
+                                   run.job.spec.cwd)
         if run.job.id not in self.runs:
             return
         thread = (result or {}).get("thread")
@@ -224,6 +237,8 @@ class Supervisor:
             return
         run.thread_id = thread_id
         self.by_thread[thread_id] = run
+        if run.setting is not None:
+            self.loaded[thread_id] = run.setting
         self.emit(run, {"type": "thread.started", "thread_id": thread_id})
         if run.stopping is not None:  # killed before the thread existed
             self.end(run, run.stopping)
