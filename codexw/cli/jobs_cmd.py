@@ -140,7 +140,7 @@ def _rows(jobs: list[Job], many: bool = False) -> list[list[str]]:
             j.spec.level,
             j.spec.type,
             render.age_or_duration(j),
-            str(j.runner_pid or "-"),
+            str(_pid_of(j) or "-"),
             render.task_head(j.spec.task),
             _short_path(j.report_path),
         ]
@@ -207,6 +207,12 @@ def _watch(listings: Generator[list[Job], None, None], many: bool) -> None:
         raise typer.Exit(EXIT_INTERRUPTED) from None  # 130, as every command's Ctrl-C
 
 
+def _pid_of(job: Job) -> int | None:
+    """The PID a person looks for: the runner's, or the app-server's that runs the job
+    as one thread among others (`--backend app-server`)."""
+    return job.codex_pgid if job.spec.backend == "app-server" else job.runner_pid
+
+
 def _print_detail(detail: svc_status.JobDetail) -> None:
     job = detail.job
     s = job.spec
@@ -223,7 +229,8 @@ def _print_detail(detail: svc_status.JobDetail) -> None:
         ("ended", _ts(job.ended_at)),
         ("duration", format_duration(job.duration)),
         ("timeout", format_duration(s.timeout) if s.timeout else "none"),
-        ("runner pid", str(job.runner_pid or "-")),
+        ("runner pid", str(job.runner_pid or "-")
+         + (" (the app-server's supervisor)" if s.backend == "app-server" else "")),
         ("codex", job.codex_exec or "-"),
         ("exit status", "-" if job.exit_code is None else str(job.exit_code)),
         ("last action", job.last_action or "-"),

@@ -74,6 +74,8 @@ def test_jobs_share_one_app_server_and_continue_is_a_new_turn_on_the_thread(e2e:
     one, two = _server_pid(e2e, 1), _server_pid(e2e, 2)
     assert one == two  # one app-server process for both jobs
     assert e2e.cx.job(1)["runner_pid"] == e2e.cx.job(2)["runner_pid"]
+    table = e2e.cx.ok("status").stdout.splitlines()
+    assert all(f" {one} " in line for line in table if line.startswith(("1 ", "2 "))), table
     e2e.server.release()
     assert wait_job(e2e, 1)[0] == 0 and wait_job(e2e, 2)[0] == 0
     thread = e2e.cx.job(1)["thread_id"]
