@@ -178,3 +178,38 @@ def test_an_untested_codex_version_is_refused_with_the_reason(e2e: E2E, tmp_path
     assert code != 0 and job["state"] == "failed"
     assert "0.999.0 is not a version the app-server backend was tested with" in job["reason"]
     assert e2e.server.requests == []
+
+
+def test_racing_launches_start_one_app_server_and_it_leaves_when_idle(e2e: E2E) -> None:
+    import concurrent.futures
+
+    e2e.server.default = Message("held", hold=300)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: _app(e2e, f"racing {i}"), range(4)))
+    e2e.server.wait_in_flight(4)
+    jobs = [e2e.cx.job(i) for i in range(1, 5)]
+    assert len({j["runner_pid"] for j in jobs}) == 1, jobs  # one supervisor
+    assert len({_server_pid(e2e, i) for i in range(1, 5)}) == 1  # one app-server
+    supervisor, server = jobs[0]["runner_pid"], _server_pid(e2e, 1)
+    records = list((e2e.cx.state / "appserver").glob("*.json"))
+    assert len(records) == 1
+    e2e.server.release()
+    for i in range(1, 5):
+        assert wait_job(e2e, i)[0] == 0
+    # app_server_idle is 3 s here: both go, and so does the record.
+    wait_until(lambda: not Path(f"/proc/{supervisor}").exists()
+               and not Path(f"/proc/{server}").exists(), timeout=30, what="the idle app-server gone")
+    assert not records[0].exists()
+
+
+def test_a_killed_supervisor_takes_its_app_server_along_and_its_jobs_are_lost(e2e: E2E) -> None:
+    e2e.server.default = Message("held", hold=300)
+    _app(e2e, "orphaned")
+    e2e.server.wait_in_flight(1)
+    server = _server_pid(e2e, 1)
+    os.kill(e2e.cx.job(1)["runner_pid"], signal.SIGKILL)
+    wait_until(lambda: group_members(server) == [], what="the app-server to die with its supervisor")
+    e2e.cx.ok("status")  # reconcile
+    job = e2e.cx.job(1)
+    assert job["state"] == "lost", job
+    assert Path(job["report_path"]).exists() and "_A1_" in Path(job["report_path"]).name
