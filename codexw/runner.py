@@ -17,6 +17,7 @@ from pathlib import Path
 
 from codexw.core import envfile, lifecycle, naming, paths, process, scheduler
 from codexw.core.codex import RunSummary
+from codexw.core.codexbin import CodexProgram
 from codexw.core.errors import CodexwError
 from codexw.core.lifecycle import Ending
 from codexw.core.models import Job, JobState
@@ -43,10 +44,10 @@ class RegistrySink:
             self.log_path = path
         return self.log_path
 
-    def on_started(self, codex_pid: int) -> bool:
+    def on_started(self, codex_pid: int, program: CodexProgram) -> bool:
         with self.store.transaction():
             marked = self.store.owns(self.job.id, self.job.job_key) and self.store.mark_running(
-                self.job.id, os.getpid(), codex_pid, time.time()
+                self.job.id, os.getpid(), codex_pid, time.time(), program.describe()
             )
             if marked:
                 self.store.set_paths(self.job.id, None, str(self.log_file()))

@@ -12,7 +12,7 @@ import typer
 from codexw.cli import render
 from codexw.core.durations import format_duration
 from codexw.core.errors import EXIT_INTERRUPTED, UsageError
-from codexw.core.models import Job, JobState
+from codexw.core.models import REMOTE_BACKENDS, Job, JobState
 
 STATES = ", ".join(s.value for s in JobState)
 
@@ -140,7 +140,7 @@ def _rows(jobs: list[Job], many: bool = False) -> list[list[str]]:
             j.spec.level,
             j.spec.type,
             render.age_or_duration(j),
-            str(j.runner_pid or "-"),
+            str(_pid_of(j) or "-"),
             render.task_head(j.spec.task),
             _short_path(j.report_path),
         ]
@@ -207,6 +207,12 @@ def _watch(listings: Generator[list[Job], None, None], many: bool) -> None:
         raise typer.Exit(EXIT_INTERRUPTED) from None  # 130, as every command's Ctrl-C
 
 
+def _pid_of(job: Job) -> int | None:
+    """The PID a person looks for: the runner's, or the app-server's that runs the job
+    as one thread among others (`--backend app-server`)."""
+    return job.codex_pgid if job.spec.backend == "app-server" else job.runner_pid
+
+
 def _print_detail(detail: svc_status.JobDetail) -> None:
     job = detail.job
     s = job.spec
@@ -223,7 +229,9 @@ def _print_detail(detail: svc_status.JobDetail) -> None:
         ("ended", _ts(job.ended_at)),
         ("duration", format_duration(job.duration)),
         ("timeout", format_duration(s.timeout) if s.timeout else "none"),
-        ("runner pid", str(job.runner_pid or "-")),
+        ("runner pid", str(job.runner_pid or "-")
+         + (" (the app-server's supervisor)" if s.backend == "app-server" else "")),
+        ("codex", job.codex_exec or "-"),
         ("exit status", "-" if job.exit_code is None else str(job.exit_code)),
         ("last action", job.last_action or "-"),
         ("tokens", " ".join(f"{k.replace('_tokens', '')}={v}" for k, v in job.tokens.items())),
@@ -231,7 +239,7 @@ def _print_detail(detail: svc_status.JobDetail) -> None:
         ("report", job.report_path or "-"),
         ("log", job.log_path or "-"),
     ]
-    if s.backend != "local":
+    if s.backend in REMOTE_BACKENDS:
         lines.append(("backend", f"{s.backend}, queue {s.queue or '-'},"
                                  f" task {job.celery_task_id or '-'}"))
         lines.append(("worker", job.host or "- (not taken by a worker yet)"))

@@ -103,7 +103,7 @@ def launch(
     skip_git_repo_check: bool = typer.Option(False, "--skip-git-repo-check", help="Let codex run outside a git repository (automatic there; noted in the report)."),
     codex_arg: list[str] = typer.Option(None, "--codex-arg", metavar="ARG", help="Extra argument passed to codex exec (repeatable)."),
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the job to end, like `codexw wait`."),
-    backend: str = typer.Option(None, "--backend", metavar="BACKEND", help="local (a runner here) or celery (a `codexw worker`). [default: CODEXW_BACKEND, backend, else local]"),
+    backend: str = typer.Option(None, "--backend", metavar="BACKEND", help="local (a runner here), celery (a `codexw worker`) or app-server (experimental: a thread of one warm `codex app-server`). [default: CODEXW_BACKEND, backend, else local]"),
     broker: str = typer.Option(None, "--broker", metavar="URL", help="Broker URL for --backend celery, e.g. redis://HOST:6379/0. [default: CODEXW_BROKER_URL or broker_url]"),
     queue: str = typer.Option(None, "--queue", metavar="QUEUE", help="Celery queue. [default: CODEXW_QUEUE, queue, else codex]"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),

@@ -53,6 +53,11 @@ class Config:
     # How deep jobs may launch jobs: a launch from inside a job whose codex runs at
     # CODEXW_DEPTH >= max_depth is refused (core.validate.check_depth).
     max_depth: int = 2
+    # Start an npm-installed codex as its native binary (core.codexbin); false runs the
+    # Node wrapper as installed.
+    codex_native: bool = True
+    # --backend app-server: an app-server with no running turn for this long shuts down.
+    app_server_idle: float = 600.0
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     project: ProjectTrust | None = field(default=None, compare=False)
 
@@ -140,7 +145,7 @@ def on_notice(sink: Callable[[str], None] | None) -> None:
     notices.set_sink(sink)
 
 
-_DURATION_KEYS = {"timeout", "kill_grace", "backoff_base", "backoff_max"}
+_DURATION_KEYS = {"timeout", "kill_grace", "backoff_base", "backoff_max", "app_server_idle"}
 
 
 def _expected(key: str) -> str:
@@ -154,6 +159,7 @@ def _expected(key: str) -> str:
         "retry_timeouts": "true or false",
         "track_reports": "true or false",
         "report_sections": "true or false",
+        "codex_native": "true or false",
         "codex_args": "a list of strings",
         "backend": "one of " + ", ".join(BACKENDS),
         "broker_url": "a Redis URL such as redis://host:6379/0 (redis:// or rediss://)",
@@ -189,7 +195,7 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
         ):
             raise bad()
         return value
-    if key in ("retry_timeouts", "track_reports", "report_sections"):
+    if key in ("retry_timeouts", "track_reports", "report_sections", "codex_native"):
         if isinstance(value, str):
             lowered = value.lower()
             if lowered in ("1", "true", "yes", "on"):

@@ -106,8 +106,9 @@ class JobSpec:
     template: str | None = None
     resume_thread: str | None = None
     resume_of: int | None = None
-    # Where it runs: "local" (a runner on this machine) or "celery" (a worker of the
-    # broker's queue; see codexw.backends).
+    # Where it runs: "local" (a runner on this machine), "celery" (a worker of the
+    # broker's queue) or "app-server" (a thread of a codex app-server here; experimental).
+    # See codexw.backends.
     backend: str = "local"
     broker_url: str | None = None
     queue: str | None = None
@@ -118,9 +119,15 @@ class JobSpec:
     env_key: str | None = None
     # Whether codex's prompt asks for a final message in the report's sections.
     report_sections: bool = True
+    # Whether an npm-installed codex starts as its native binary, not through the Node
+    # wrapper (core.codexbin).
+    codex_native: bool = True
 
 
-BACKENDS = ("local", "celery")
+BACKENDS = ("local", "celery", "app-server")
+# Backends whose jobs run on another machine: the worker's codex, CODEX_HOME and
+# environment, nothing of the launching command's.
+REMOTE_BACKENDS = ("celery",)
 
 
 @dataclass
@@ -157,6 +164,8 @@ class Job:
     # Random, per attempt: a runner recognises its own job (and its TEMP report) by it,
     # not by the id alone, which a new registry or a second state dir can reuse.
     job_key: str | None = None
+    # What the runner started for codex (core.codexbin.CodexProgram.describe).
+    codex_exec: str | None = None
 
     @property
     def duration(self) -> float | None:

@@ -60,6 +60,14 @@ def create_time(pid: int) -> float | None:
         return None
 
 
+def now_token() -> float:
+    """Now, in `create_time`'s units (seconds since boot on Linux): to tell processes
+    started after a moment from older ones."""
+    if _LINUX:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    return time.time()
+
+
 def is_alive(pid: int | None, started: float | None) -> bool:
     """True only if `pid` runs and is provably the process that started at `started`.
 
@@ -129,7 +137,7 @@ def job_marker(job_id: int, state_dir: str) -> dict[str, str]:
     return {JOB_ENV: str(job_id), "CODEXW_STATE_DIR": state_dir}
 
 
-def _environ(pid: int) -> dict[str, str] | None:
+def environ_of(pid: int) -> dict[str, str] | None:
     if _LINUX:
         try:
             with open(f"/proc/{pid}/environ", "rb") as fh:
@@ -152,7 +160,7 @@ def group_carries(pgid: int, marker: dict[str, str]) -> bool:
     pgid whose number was reused by an unrelated group fails this and must never
     be signalled."""
     for pid in group_members(pgid):
-        env = _environ(pid)
+        env = environ_of(pid)
         if env is not None and all(env.get(k) == v for k, v in marker.items()):
             return True
     return False

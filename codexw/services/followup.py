@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from codexw.core import validate
 from codexw.core.errors import UsageError
-from codexw.core.models import Job
+from codexw.core.models import REMOTE_BACKENDS, Job
 from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
 from codexw.services.common import open_store
@@ -110,7 +110,7 @@ def _continue(store: Store, req: ContinueRequest) -> LaunchResult:
     )
     validate.check_spec(spec)  # the thread id came from codex; old rows predate the checks
     warnings = [w for w in prepared.warnings if "git repository" not in w]
-    if ps.backend == "local" and (os.environ.get("CODEX_HOME") or None) != ps.codex_home:
+    if ps.backend not in REMOTE_BACKENDS and (os.environ.get("CODEX_HOME") or None) != ps.codex_home:
         warnings.append(
             f"using job {parent.id}'s CODEX_HOME ({ps.codex_home or '~/.codex'}), where its"
             " session is"

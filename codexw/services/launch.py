@@ -18,7 +18,15 @@ from codexw.core.codex import in_git_repo, missing_codex  # one message for laun
 from codexw.core.config import Config, load_config
 from codexw.core.durations import parse_duration
 from codexw.core.errors import CodexMissingError, ConfigError, StoreError, UsageError
-from codexw.core.models import LEVELS, SANDBOXES, Job, JobSpec, JobState, is_job_type
+from codexw.core.models import (
+    LEVELS,
+    REMOTE_BACKENDS,
+    SANDBOXES,
+    Job,
+    JobSpec,
+    JobState,
+    is_job_type,
+)
 from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
 from codexw.services.common import open_store
@@ -181,7 +189,7 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
     check_config(cfg)
     validate.check_depth(os.environ, cfg.max_depth, inherited_depth())  # jobs launching jobs
     timeout = parse_duration(req.timeout, what="timeout") if req.timeout else cfg.timeout
-    remote = cfg.backend != "local"
+    remote = cfg.backend in REMOTE_BACKENDS
     if remote:
         check_remote(cfg)
     # A remote job runs the worker's codex with the worker's CODEX_HOME.
@@ -213,6 +221,7 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         retries=cfg.retries,
         retry_timeouts=cfg.retry_timeouts,
         report_sections=cfg.report_sections,
+        codex_native=cfg.codex_native,
         backoff_base=cfg.backoff_base,
         backoff_max=cfg.backoff_max,
         priority=req.priority,
@@ -374,10 +383,10 @@ def with_launch_env(specs: list[JobSpec]) -> tuple[list[JobSpec], str | None]:
     starts them later runs codex with it (core.envfile); `save_launch_env` writes it.
     Remote jobs run with their worker's environment: nothing secret travels through
     the broker. Returns the specs and the key (None: no local job)."""
-    if not any(s.backend == "local" for s in specs):
+    if all(s.backend in REMOTE_BACKENDS for s in specs):
         return specs, None
     key = envfile.new_key()
-    return [replace(s, env_key=key) if s.backend == "local" else s for s in specs], key
+    return [s if s.backend in REMOTE_BACKENDS else replace(s, env_key=key) for s in specs], key
 
 
 @functools.cache  # a batch prepares each task: the ancestors are read once
@@ -436,7 +445,7 @@ def not_started_because(store: Store, job: Job) -> str:
         state = states.get(dep)
         if state is not None and state != JobState.SUCCEEDED:
             return f"waiting for job {dep} ({state.value}) to succeed"
-    if job.spec.backend != "local":
+    if job.spec.backend in REMOTE_BACKENDS:
         return f"waiting for a worker on queue {job.spec.queue or 'codex'}"
     limit = job.spec.global_limit
     return "waiting for a free slot" + (f" (max_parallel {limit})" if limit else "")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from codexw.core import envfile, lifecycle
 from codexw.core.config import load_config
 from codexw.core.errors import UsageError
-from codexw.core.models import Job, JobState
+from codexw.core.models import REMOTE_BACKENDS, Job, JobState
 from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
 from codexw.core.validate import check_depth, check_spec
@@ -99,7 +99,7 @@ def _queue_retries(store: Store, chosen: list[Job], env_key: str | None,
             new_id = lifecycle.queue_with_report(
                 store,
                 replace(job.spec, after=after,
-                        env_key=env_key if job.spec.backend == "local" else None),
+                        env_key=None if job.spec.backend in REMOTE_BACKENDS else env_key),
                 time.time(),
                 attempt=job.attempt + 1, retry_of=job.id,
             )

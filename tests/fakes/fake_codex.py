@@ -211,7 +211,9 @@ def main() -> int:
                        "path": os.environ.get("PATH", ""),
                        "api_key": os.environ.get("OPENAI_API_KEY"),
                        "home": os.environ.get("HOME"),
-                       "depth": os.environ.get("CODEXW_DEPTH")})
+                       "depth": os.environ.get("CODEXW_DEPTH"),
+                       "managed": {k: v for k, v in os.environ.items()
+                                   if k.startswith("CODEX_MANAGED")}})
     try:
         return run(opts, todo, state_dir)
     finally:

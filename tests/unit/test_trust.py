@@ -22,6 +22,8 @@ SAFE_UNTRUSTED = {
     "retry_timeouts", "backoff_base", "backoff_max", "queue",
     "track_reports",  # only chooses what a new .codexw/.gitignore lists
     "report_sections",  # only whether the prompt asks for the report's sections
+    "codex_native",  # the same installed codex, without its Node wrapper
+    "app_server_idle",  # how long an idle app-server is kept
 }
 
 HOSTILE = {

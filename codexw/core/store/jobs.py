@@ -89,11 +89,13 @@ class JobWrites(Connection):
         )
         return cur.rowcount == 1
 
-    def mark_running(self, job_id: int, runner_pid: int, pgid: int, started_at: float) -> bool:
+    def mark_running(self, job_id: int, runner_pid: int, pgid: int, started_at: float,
+                     codex_exec: str | None = None) -> bool:
         cur = self._exec(
-            f"UPDATE jobs SET state = '{JobState.RUNNING.value}', codex_pgid = ?, started_at = ?"
+            f"UPDATE jobs SET state = '{JobState.RUNNING.value}', codex_pgid = ?, started_at = ?,"
+            " codex_exec = ?"
             f" WHERE id = ? AND {sql.FROM[JobState.RUNNING]} AND runner_pid = ?",
-            (pgid, started_at, job_id, runner_pid),
+            (pgid, started_at, codex_exec, job_id, runner_pid),
         )
         return cur.rowcount == 1
 

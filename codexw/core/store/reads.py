@@ -85,6 +85,12 @@ class JobReads(Connection):
     def active_jobs(self, damaged: list[Unreadable] | None = None) -> list[Job]:
         return self._jobs(f"SELECT * FROM jobs WHERE {sql.IS_ACTIVE}", (), damaged)
 
+    def jobs_of_runner(self, runner_pid: int, backend: str) -> list[Job]:
+        """The open jobs adopted by one process of a backend whose process runs many
+        (an app-server supervisor)."""
+        return self._jobs(f"SELECT * FROM jobs WHERE {sql.IS_ACTIVE} AND runner_pid = ?"
+                          " AND backend = ?", (runner_pid, backend))
+
     def active_counts(self) -> tuple[int, dict[int, int]]:
         """(all active jobs, active jobs per batch)."""
         rows = self._exec(

@@ -127,6 +127,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN files TEXT;
     """,
+    # 8: whether an npm codex starts as its native binary, and what the runner started.
+    """
+    ALTER TABLE jobs ADD COLUMN codex_native INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE jobs ADD COLUMN codex_exec TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
