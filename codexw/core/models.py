@@ -118,9 +118,24 @@ class JobSpec:
     env_key: str | None = None
     # Whether codex's prompt asks for a final message in the report's sections.
     report_sections: bool = True
+    # Isolation (docs/isolation.md): "none", or "worktree": the job runs in a git
+    # worktree of its own under the state dir, on `branch`, made by its runner from
+    # `base_commit` (what HEAD pointed at when the job was launched). `branch` and
+    # `worktree` are assigned when the job is recorded (core.worktree.assign).
+    isolation: str = "none"
+    base_commit: str | None = None
+    branch: str | None = None
+    worktree: str | None = None
+    branch_prefix: str = "codexw/"
+    # Copied from the project into the worktree, and run there before codex (an argv).
+    worktree_copy: tuple[str, ...] = ()
+    worktree_setup: tuple[str, ...] = ()
+    # The main tree had uncommitted changes at launch that the worktree does not have.
+    dirty_base: bool = False
 
 
 BACKENDS = ("local", "celery")
+ISOLATIONS = ("none", "worktree")
 
 
 @dataclass
@@ -155,6 +170,10 @@ class Job:
     # Random, per attempt: a runner recognises its own job (and its TEMP report) by it,
     # not by the id alone, which a new registry or a second state dir can reuse.
     job_key: str | None = None
+    # Isolated jobs: files its branch changed against its base commit (recorded when the
+    # runner commits them), and when `codexw merge` brought the branch in.
+    files_changed: int | None = None
+    merged_at: float | None = None
 
     @property
     def duration(self) -> float | None:
@@ -194,6 +213,7 @@ JOB_JSON_KEYS = (
     "resume_of", "queued_at", "started_at", "ended_at", "duration", "not_before",
     "runner_pid", "codex_pgid", "exit_code", "reason", "tokens", "thread_id", "report_path",
     "log_path", "last_action", "host", "backend", "queue", "celery_task_id",
+    "branch", "base_commit", "worktree", "merged_at", "files_changed",
 )
 _SPEC_FIELD_NAMES = frozenset(f.name for f in fields(JobSpec)) - frozenset(
     f.name for f in fields(Job)
