@@ -52,7 +52,7 @@ def git_run(
     try:
         return subprocess.run(
             ["git", *args], cwd=cwd, env=git_env(env), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, check=False,
+            capture_output=True, timeout=timeout, check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
