@@ -50,6 +50,8 @@ def batch(
     backend: str = typer.Option(None, "--backend", metavar="BACKEND", help="local or celery: where the jobs run. [default: CODEXW_BACKEND, backend, else local]"),
     broker: str = typer.Option(None, "--broker", metavar="URL", help="Broker URL for --backend celery. [default: CODEXW_BROKER_URL or broker_url]"),
     queue: str = typer.Option(None, "--queue", metavar="QUEUE", help="Celery queue. [default: CODEXW_QUEUE, queue, else codex]"),
+    worktree: bool = typer.Option(None, "--worktree/--no-worktree", help="Each job in a git worktree of its own, on branch codexw/<job> (a task's own \"worktree\" wins). [default: isolation in the config, else no]"),
+    include_dirty: bool = typer.Option(False, "--include-dirty", help="With --worktree: carry this tree's uncommitted changes over as each worktree's first commit."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (at the end, or at once with --detach)."),
 ) -> None:
     """Run many tasks with at most N at once; validated whole before anything is queued.
@@ -73,6 +75,7 @@ def batch(
                 task="", level=level, type=job_type, model=model, sandbox=sandbox, cwd=cd,
                 timeout=timeout, retries=retries, retry_timeouts=retry_timeouts,
                 report_sections=sections, backend=backend, broker_url=broker, queue=queue,
+                worktree=worktree, include_dirty=include_dirty,
             ),
         )
     )

@@ -76,6 +76,10 @@ def submit(req: BatchRequest) -> BatchSubmitted:
                     retries=entry.retries if entry.retries is not None else base.retries,
                     priority=entry.priority,
                     name=entry.name,
+                    worktree=entry.worktree if entry.worktree is not None else base.worktree,
+                    include_dirty=base.include_dirty and (
+                        entry.worktree if entry.worktree is not None else base.worktree
+                    ) is not False,
                 ),
                 config,
             )
@@ -83,6 +87,12 @@ def submit(req: BatchRequest) -> BatchSubmitted:
             raise UsageError(f"{entry.where}: {exc.message}", exc.hint) from None
         specs.append(prepared.spec)
         warnings.extend(w for w in prepared.warnings if w not in warnings)
+    shared = [s for s in specs if s.isolation == "none" and s.sandbox != "read-only"]
+    if len(shared) > 1 and max_parallel > 1:
+        warnings.append(
+            f"{len(shared)} jobs of this batch may write to one working tree at once"
+            f" (-j {max_parallel}); --worktree gives each its own (docs/isolation.md)"
+        )
     index = {e.name: i for i, e in enumerate(entries) if e.name}
     deps = [(i, index[name]) for i, e in enumerate(entries) for name in e.after]
     with open_store() as store:
