@@ -188,6 +188,15 @@ class JobReads(Connection):
         ).fetchone()
         return row is not None
 
+    def isolated_jobs(self, project: str | None = None) -> list[Job]:
+        """Jobs that ran (or will run) in a worktree of their own, of `project` or of all
+        projects, oldest first (index jobs_by_branch)."""
+        if project is None:
+            return self._jobs("SELECT * FROM jobs WHERE branch IS NOT NULL"
+                              " AND project IS NOT NULL ORDER BY id", ())
+        return self._jobs("SELECT * FROM jobs WHERE project = ? AND branch IS NOT NULL"
+                          " ORDER BY id", (project,))
+
     def next_due(self, after: float) -> float | None:
         """When the next queued job's backoff runs out, if later than `after`.
 
