@@ -365,7 +365,9 @@ def commit(job: Job, prep: Prepared, state: str) -> Committed:
     spec = job.spec
     tree = prep.path
     _clear_stale_index_lock(tree)
-    excludes = [f":(exclude,literal){name}" for name in prep.copied]
+    # An ignored file needs no exclude (and git refuses to name one in `add`).
+    excludes = [f":(exclude,literal){name}" for name in prep.copied
+                if try_git(tree, "check-ignore", "-q", "--", name) is None]
     git(tree, "add", "-A", "--", ".", *excludes)
     new = None
     if try_git(tree, "diff", "--cached", "--quiet") is None:  # exit 1: staged changes

@@ -1,0 +1,320 @@
+"""A git worktree per job: real git, real runners, the fake codex writing files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Env, wait_until
+
+
+def git(cwd: Path | str, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+@pytest.fixture
+def repo(cx: Env) -> Env:
+    """The project as a real git repository with one commit."""
+    shutil.rmtree(cx.project / ".git")
+    git(cx.project, "init", "-q", "-b", "main")
+    git(cx.project, "config", "user.name", "Test User")
+    git(cx.project, "config", "user.email", "test@example.com")
+    (cx.project / "shared.txt").write_text("line 1\nline 2\nline 3\nline 4\nline 5\nline 6\n")
+    (cx.project / ".gitignore").write_text(".env\n")
+    git(cx.project, "add", ".")
+    git(cx.project, "commit", "-qm", "init")
+    return cx
+
+
+def tree_state(project: Path) -> tuple[str, str]:
+    """HEAD and `git status` (codexw's own .codexw/ with the reports left out)."""
+    return (git(project, "rev-parse", "HEAD").strip(),
+            git(project, "status", "--porcelain", "--", ".", ":(exclude).codexw"))
+
+
+def test_four_parallel_jobs_writing_one_file_get_four_branches_main_tree_untouched(repo: Env) -> None:
+    cx = repo
+    before = tree_state(cx.project)
+    gate = cx.tmp / "gate"
+    tasks = "\n".join(
+        f"@fake wait-for {gate}; @fake write-text shared.txt content of job {n}" for n in range(1, 5)
+    )
+    (cx.tmp / "tasks.txt").write_text(tasks + "\n")
+    out = cx.ok("batch", str(cx.tmp / "tasks.txt"), "-j", "4", "--worktree", "--detach", "--json")
+    ids = json.loads(out.stdout)["job_ids"]
+    wait_until(lambda: cx.max_running() == 4, what="four jobs running at once")
+    # While they run: each has its own worktree, none is the project.
+    jobs = [cx.job(i) for i in ids]
+    trees = {j["worktree"] for j in jobs}
+    assert len(trees) == 4 and str(cx.project) not in trees
+    assert all(j["branch"] == f"codexw/{j['id']}" for j in jobs)
+    assert all(not t.startswith(str(cx.project)) for t in trees)  # outside the project tree
+    gate.touch()
+    assert cx.run("wait", *map(str, ids)).returncode == 0
+    for job_id in ids:
+        job = cx.job(job_id)
+        assert job["files_changed"] == 1
+        assert job["base_commit"] == before[0]
+        content = git(cx.project, "show", f"codexw/{job_id}:shared.txt")
+        assert content == f"content of job {ids.index(job_id) + 1}\n"
+        author = git(cx.project, "log", "-1", "--format=%an <%ae>|%s|%b", f"codexw/{job_id}")
+        assert author.startswith("Test User <test@example.com>|@fake wait-for")
+        assert f"codexw job {job_id} (succeeded)" in author
+    assert tree_state(cx.project) == before  # the main tree was never written
+    assert (cx.project / "shared.txt").read_text().startswith("line 1\n")
+    runs = cx.fake_runs()
+    assert {r["cwd"] for r in runs if "cwd" in r} == trees
+    listing = cx.ok("status").stdout
+    assert "BRANCH" in listing and "codexw/1" in listing
+
+
+def test_conflicts_then_merge_first_ok_second_conflicts_and_tree_stays_clean(repo: Env) -> None:
+    cx = repo
+    tasks = [json.dumps({"task": f"@fake write-text shared.txt version {n}"}) for n in (1, 2)]
+    tasks.append(json.dumps({"task": "@fake write-text other.txt separate"}))
+    (cx.tmp / "tasks.jsonl").write_text("\n".join(tasks) + "\n")
+    ids = json.loads(cx.ok("batch", str(cx.tmp / "tasks.jsonl"), "--worktree", "--detach",
+                           "--json").stdout)["job_ids"]
+    assert cx.run("wait", "--batch", "1").returncode == 0
+    found = cx.run("conflicts", "--json")
+    assert found.returncode == 1, found.stderr  # overlapping hunks: exit 1
+    pairs = json.loads(found.stdout)["pairs"]
+    assert pairs == [{"jobs": ids[:2], "files": ["shared.txt"], "overlapping_hunks": ["shared.txt"]}]
+    assert f"jobs {ids[0]} and {ids[1]}: shared.txt (overlapping changes" in cx.run("conflicts").stdout
+
+    merged = cx.ok("merge", str(ids[0]))
+    assert f"job {ids[0]}: codexw/{ids[0]} merged" in merged.stdout
+    assert (cx.project / "shared.txt").read_text() == "version 1\n"
+    head = tree_state(cx.project)
+    assert head[1] == ""
+    assert cx.job(ids[0])["merged_at"] is not None
+
+    second = cx.run("merge", str(ids[1]))
+    assert second.returncode == 1
+    assert "conflicts with the current branch in shared.txt" in second.stderr
+    assert tree_state(cx.project) == head  # aborted: the tree as it was
+    assert not (Path(git(cx.project, "rev-parse", "--absolute-git-dir").strip()) / "MERGE_HEAD").exists()
+    assert cx.job(ids[1])["merged_at"] is None
+    # The first job is merged: only the third is left to compare with the second.
+    assert json.loads(cx.run("conflicts", "--json").stdout)["pairs"] == []
+
+
+def test_merge_batch_stops_at_the_first_conflict(repo: Env) -> None:
+    cx = repo
+    tasks = [json.dumps({"task": t}) for t in (
+        "@fake write-text a.txt A", "@fake write-text shared.txt one",
+        "@fake write-text shared.txt two", "@fake write-text b.txt B")]
+    (cx.tmp / "t.jsonl").write_text("\n".join(tasks) + "\n")
+    ids = json.loads(cx.ok("batch", str(cx.tmp / "t.jsonl"), "--worktree", "--detach",
+                           "--json").stdout)["job_ids"]
+    assert cx.run("wait", "--batch", "1").returncode == 0
+    out = cx.run("merge", "--batch", "1", "--json")
+    assert out.returncode == 1
+    result = json.loads(out.stdout)
+    assert [m["job_id"] for m in result["merged"]] == ids[:2]
+    assert result["conflict"]["job_id"] == ids[2] and result["conflict"]["files"] == ["shared.txt"]
+    assert result["not_merged"] == [ids[3]]
+    assert tree_state(cx.project)[1] == ""
+    # The conflict resolved by hand elsewhere; the rest merges on the next run.
+    out = cx.run("merge", str(ids[3]), "--squash")
+    assert out.returncode == 0, out.stderr
+    assert (cx.project / "b.txt").read_text() == "B\n"
+
+
+def test_merge_refuses_a_dirty_tree_and_an_open_job(repo: Env) -> None:
+    cx = repo
+    gate = cx.tmp / "gate"
+    job = cx.launch(f"@fake wait-for {gate}\n@fake write-text new.txt x", "--worktree")
+    refused = cx.run("merge", str(job["job_id"]))
+    assert refused.returncode == 2 and "still" in refused.stderr
+    gate.touch()
+    assert cx.run("wait", "1").returncode == 0
+    (cx.project / "shared.txt").write_text("edited by hand\n")
+    refused = cx.run("merge", "1")
+    assert refused.returncode == 1 and "uncommitted changes (shared.txt)" in refused.stderr
+    assert (cx.project / "shared.txt").read_text() == "edited by hand\n"
+    assert not (cx.project / "new.txt").exists()
+
+
+def test_diff_shows_the_change_against_the_base(repo: Env) -> None:
+    cx = repo
+    cx.launch("@fake write-text shared.txt changed\nedit", "--worktree")
+    assert cx.run("wait", "1").returncode == 0
+    diff = cx.ok("diff", "1").stdout
+    assert "-line 1" in diff and "+changed" in diff
+    stat = cx.ok("diff", "1", "--stat").stdout
+    assert "shared.txt" in stat and "1 file changed" in stat
+    report = Path(cx.job(1)["report_path"]).read_text()
+    assert "## Branch" in report and "`codexw/1`" in report and "1 file changed" in report
+    plain = cx.run("diff", "1", env={})
+    cx.launch("no worktree here")
+    assert cx.run("wait", "2").returncode == 0
+    refused = cx.run("diff", "2")
+    assert refused.returncode == 2 and "did not run in a worktree" in refused.stderr
+    assert plain.returncode == 0
+
+
+def test_setup_failure_fails_the_job_with_its_reason_and_output_in_the_log(repo: Env) -> None:
+    cx = repo
+    (cx.project / ".codexw").mkdir()
+    setup = json.dumps(["sh", "-c", "echo installing; echo 'no such package' >&2; exit 3"])
+    (cx.tmp / "config" / "config.toml").write_text(
+        f'backoff_base = "0.2s"\nkill_grace = "3s"\nworktree_setup = {setup}\n')
+    cx.launch("@fake write-text x.txt never", "--worktree")
+    assert cx.run("wait", "1").returncode == 1
+    job = cx.job(1)
+    assert job["state"] == "failed"
+    assert "worktree setup `sh -c" in job["reason"] and "exited with status 3: no such package" in job["reason"]
+    assert cx.fake_runs() == []  # codex never started
+    logs = cx.ok("logs", "1").stdout
+    assert "git worktree add -b codexw/1" in logs and "sh -c echo installing" in logs
+    raw = [json.loads(line) for line in cx.ok("logs", "1", "--raw").stdout.splitlines()]
+    outputs = [e["item"]["aggregated_output"] for e in raw if e.get("type") == "item.completed"]
+    assert any("installing" in o and "no such package" in o for o in outputs)
+    assert Path(job["worktree"]).is_dir()  # kept for inspection
+
+
+def test_setup_runs_in_the_worktree_before_codex(repo: Env) -> None:
+    cx = repo
+    setup = json.dumps(["sh", "-c", "pwd > setup-ran.txt"])
+    (cx.tmp / "config" / "config.toml").write_text(f"worktree_setup = {setup}\n")
+    cx.launch("@fake write-text y.txt done", "--worktree")
+    assert cx.run("wait", "1").returncode == 0
+    tree = cx.job(1)["worktree"]
+    assert (Path(tree) / "setup-ran.txt").read_text().strip() == os.path.realpath(tree)
+
+
+def test_env_file_is_copied_in_and_never_committed(repo: Env) -> None:
+    cx = repo
+    (cx.project / ".env").write_text("API_KEY=secret\n")
+    (cx.project / "local.json").write_text("{}\n")  # untracked, not ignored: still not committed
+    (cx.tmp / "config" / "config.toml").write_text('worktree_copy = [".env", "local.json", "missing.cfg"]\n')
+    cx.launch("@fake write-text out.txt ok", "--worktree", "--include-dirty")
+    assert cx.run("wait", "1").returncode == 0
+    job = cx.job(1)
+    tree = Path(job["worktree"])
+    assert (tree / ".env").read_text() == "API_KEY=secret\n"
+    committed = git(cx.project, "show", "--name-only", "--format=", "codexw/1").split()
+    assert committed == ["out.txt"]
+    report = Path(job["report_path"]).read_text()
+    assert "missing.cfg does not exist in the project; not copied" in report
+
+
+def test_dirty_main_tree_starts_from_head_and_says_so(repo: Env) -> None:
+    cx = repo
+    (cx.project / "shared.txt").write_text("uncommitted\n")
+    launched = cx.run("launch", "--worktree", "@fake write-text z.txt z")
+    assert "uncommitted changes: the job starts from HEAD without them" in launched.stderr
+    assert cx.run("wait", "1").returncode == 0
+    job = cx.job(1)
+    assert git(cx.project, "show", "codexw/1:shared.txt").startswith("line 1")
+    assert "not in its worktree (--include-dirty carries them over)" in Path(
+        job["report_path"]).read_text()
+    # With --include-dirty the worktree starts from a commit of them.
+    cx.launch("@fake write-text z2.txt z", "--worktree", "--include-dirty")
+    assert cx.run("wait", "2").returncode == 0
+    assert git(cx.project, "show", "codexw/2:shared.txt") == "uncommitted\n"
+    assert git(cx.project, "diff", "--name-only", cx.job(2)["base_commit"], "codexw/2").split() == ["z2.txt"]
+    assert (cx.project / "shared.txt").read_text() == "uncommitted\n"  # untouched
+
+
+def test_kill_leaves_branch_and_worktree_then_retry_starts_fresh_from_the_original_base(repo: Env) -> None:
+    cx = repo
+    gate = cx.tmp / "gate"
+    cx.launch(f"@fake write-text partial.txt half done; @fake wait-for {gate}", "--worktree")
+    wait_until(lambda: cx.job(1)["state"] == "running", what="job 1 running")
+    tree = Path(cx.job(1)["worktree"])
+    wait_until(lambda: (tree / "partial.txt").exists(), what="the agent's first write")
+    base = cx.job(1)["base_commit"]
+    cx.ok("kill", "1")
+    job = cx.job(1)
+    assert job["state"] == "killed"
+    assert tree.is_dir() and (tree / "partial.txt").read_text() == "half done\n"
+    assert git(cx.project, "show", "codexw/1:partial.txt") == "half done\n"  # committed for inspection
+    # A new commit in the main tree: the retry still starts where job 1 started.
+    (cx.project / "later.txt").write_text("later\n")
+    git(cx.project, "add", "later.txt")
+    git(cx.project, "commit", "-qm", "later")
+    gate.touch()
+    retried = json.loads(cx.ok("retry", "1", "--json").stdout)
+    new_id = retried["retried"][0]["new_id"] if "retried" in retried else retried["jobs"][0]["new_id"]
+    assert cx.run("wait", str(new_id)).returncode == 0
+    again = cx.job(new_id)
+    assert again["base_commit"] == base
+    assert again["branch"] == f"codexw/{new_id}" and again["worktree"] != str(tree)
+    assert tree.is_dir()  # the killed attempt's worktree is still there
+    assert git(cx.project, "merge-base", f"codexw/{new_id}", "main").strip() == base
+
+
+def test_continue_goes_on_in_the_same_worktree_and_recreates_a_removed_one(repo: Env) -> None:
+    cx = repo
+    cx.launch("@fake write-text first.txt one", "--worktree")
+    assert cx.run("wait", "1").returncode == 0
+    tree = Path(cx.job(1)["worktree"])
+    cx.ok("continue", "1", "@fake write-text second.txt two")
+    assert cx.run("wait", "2").returncode == 0
+    job = cx.job(2)
+    assert (job["branch"], job["worktree"]) == ("codexw/1", str(tree))
+    assert (tree / "first.txt").exists() and (tree / "second.txt").exists()
+    assert job["files_changed"] == 2
+    assert git(cx.project, "log", "--format=%s", "codexw/1").splitlines()[:2] == [
+        "@fake write-text second.txt two", "@fake write-text first.txt one"]
+    shutil.rmtree(tree)  # removed by hand
+    cx.ok("continue", "2", "@fake write-text third.txt three")
+    assert cx.run("wait", "3").returncode == 0
+    assert (tree / "first.txt").exists() and (tree / "third.txt").exists()
+    assert "made again from branch codexw/1" in Path(cx.job(3)["report_path"]).read_text()
+
+
+def test_cleanup_removes_a_merged_worktree_keeps_unmerged_branches(repo: Env) -> None:
+    cx = repo
+    for name in ("a", "b"):
+        cx.launch(f"@fake write-text {name}.txt {name}", "--worktree")
+    assert cx.run("wait", "1", "2").returncode == 0
+    merged_tree, other_tree = Path(cx.job(1)["worktree"]), Path(cx.job(2)["worktree"])
+    cx.ok("merge", "1")
+    dry = cx.ok("cleanup", "--dry-run")
+    assert f"would delete worktree {merged_tree}" in dry.stdout
+    assert merged_tree.is_dir()
+    cx.ok("cleanup")
+    assert not merged_tree.exists() and other_tree.is_dir()
+    branches = git(cx.project, "branch", "--format=%(refname:short)").split()
+    assert "codexw/1" not in branches and "codexw/2" in branches  # merged one deleted
+    assert str(merged_tree) not in git(cx.project, "worktree", "list")
+    # Old enough: its worktree goes, its unmerged branch stays; a folder deleted by hand is fine.
+    with cx.db() as db:
+        db.execute("UPDATE jobs SET ended_at = ended_at - 7200 WHERE id = 2")
+    shutil.rmtree(other_tree)
+    out = cx.ok("cleanup", "--age", "0", "--json")
+    assert json.loads(out.stdout)["ok"]
+    assert "codexw/2" in git(cx.project, "branch", "--format=%(refname:short)").split()
+    cx.ok("cleanup", "--age", "0", "--prune-branches")
+    assert "codexw/2" not in git(cx.project, "branch", "--format=%(refname:short)").split()
+
+
+def test_worktree_refused_outside_git_and_for_celery(repo: Env, tmp_path: Path) -> None:
+    cx = repo
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    out = cx.run("launch", "--worktree", "-C", str(plain), "task")
+    assert out.returncode == 2 and "--worktree needs a git repository" in out.stderr
+    out = cx.run("launch", "--worktree", "--backend", "celery", "--broker", "redis://127.0.0.1:1/0",
+                 "task")
+    assert out.returncode == 2 and "celery backend's workers do not share" in out.stderr
+    assert not (cx.state / "codexw.db").exists() or cx.ok("status", "--json").stdout.count('"id"') == 0
+
+
+def test_batch_sharing_one_tree_warns_once(repo: Env) -> None:
+    cx = repo
+    (cx.tmp / "t.txt").write_text("one\ntwo\n")
+    out = cx.ok("batch", str(cx.tmp / "t.txt"), "-j", "2", "--detach")
+    assert out.stderr.count("may write to one working tree at once (-j 2); --worktree") == 1
+    out = cx.ok("batch", str(cx.tmp / "t.txt"), "-j", "2", "--detach", "--worktree")
+    assert "one working tree" not in out.stderr
+    assert cx.run("wait").returncode == 0
