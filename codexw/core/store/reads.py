@@ -188,12 +188,9 @@ class JobReads(Connection):
         ).fetchone()
         return row is not None
 
-    def isolated_jobs(self, project: str | None = None) -> list[Job]:
-        """Jobs that ran (or will run) in a worktree of their own, of `project` or of all
-        projects, oldest first (index jobs_by_branch)."""
-        if project is None:
-            return self._jobs("SELECT * FROM jobs WHERE branch IS NOT NULL"
-                              " AND project IS NOT NULL ORDER BY id", ())
+    def isolated_jobs(self, project: str) -> list[Job]:
+        """The project's jobs that ran (or will run) in a worktree of their own, oldest
+        first (index jobs_by_branch)."""
         return self._jobs("SELECT * FROM jobs WHERE project = ? AND branch IS NOT NULL"
                           " ORDER BY id", (project,))
 
