@@ -97,10 +97,10 @@ def dirty_files(tree: str, untracked: bool = True) -> list[str]:
 
 
 def identity_env(cwd: str) -> dict[str, str]:
-    """The author and committer from git config; codexw's own name when it has none."""
-    name = try_git(cwd, "config", "user.name")
-    email = try_git(cwd, "config", "user.email")
-    return {} if name and name.strip() and email and email.strip() else dict(FALLBACK_IDENTITY)
+    """Who commits: whom git names (its config, GIT_AUTHOR_* in the environment, what it
+    can tell from the system); codexw's own name when git can name nobody."""
+    known = all(try_git(cwd, "var", var) for var in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"))
+    return {} if known else dict(FALLBACK_IDENTITY)
 
 
 def snapshot_commit(project: str, base: str, message: str) -> str:
