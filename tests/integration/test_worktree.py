@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def test_four_parallel_jobs_writing_one_file_get_four_branches_main_tree_untouch
         assert f"codexw job {job_id} (succeeded)" in author
     assert tree_state(cx.project) == before  # the main tree was never written
     assert (cx.project / "shared.txt").read_text().startswith("line 1\n")
+    assert not list((cx.project / ".git").rglob("*.lock"))  # no index.lock left anywhere
     runs = cx.fake_runs()
     assert {r["cwd"] for r in runs if "cwd" in r} == trees
     listing = cx.ok("status").stdout
@@ -318,3 +320,39 @@ def test_batch_sharing_one_tree_warns_once(repo: Env) -> None:
     out = cx.ok("batch", str(cx.tmp / "t.txt"), "-j", "2", "--detach", "--worktree")
     assert "one working tree" not in out.stderr
     assert cx.run("wait").returncode == 0
+
+
+def test_a_command_run_inside_a_job_worktree_belongs_to_the_main_project(repo: Env) -> None:
+    cx = repo
+    cx.launch("@fake write-text w.txt w", "--worktree")
+    assert cx.run("wait", "1").returncode == 0
+    tree = Path(cx.job(1)["worktree"])
+    listing = json.loads(cx.ok("status", "--json", cwd=tree).stdout)["jobs"]
+    assert [j["id"] for j in listing] == [1]
+    cx.ok("launch", "--json", "from inside the worktree", cwd=tree)
+    assert cx.job(2)["project"] == str(cx.project)
+    assert cx.run("wait", "2").returncode == 0
+
+
+@pytest.mark.slow
+def test_a_lost_runner_leaves_its_worktree_and_cleanup_keeps_uncommitted_work(repo: Env) -> None:
+    cx = repo
+    gate = cx.tmp / "gate"
+    cx.launch(f"@fake write-text wip.txt half; @fake wait-for {gate}", "--worktree", "--retries", "1")
+    wait_until(lambda: cx.job(1)["state"] == "running", what="job 1 running")
+    job = cx.job(1)
+    tree = Path(job["worktree"])
+    wait_until(lambda: (tree / "wip.txt").exists(), what="the agent's first write")
+    os.kill(job["runner_pid"], signal.SIGKILL)
+    wait_until(lambda: cx.job(1)["state"] == "lost", what="job 1 recorded lost")
+    assert (tree / "wip.txt").read_text() == "half\n"  # kept, uncommitted
+    retry = cx.job(2)
+    assert retry["base_commit"] == job["base_commit"] and retry["worktree"] != str(tree)
+    gate.touch()
+    assert cx.run("wait", "1").returncode == 0
+    with cx.db() as db:
+        db.execute("UPDATE jobs SET ended_at = ended_at - 7200")
+    out = cx.ok("cleanup", "--age", "0")
+    assert f"left alone: {tree}: job 1's worktree has uncommitted changes" in out.stdout
+    assert (tree / "wip.txt").exists()
+    assert not Path(cx.job(2)["worktree"]).exists()  # the retry's, committed: removed
