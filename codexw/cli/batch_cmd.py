@@ -144,11 +144,31 @@ def _watch(bid: int, quiet: bool) -> BatchSnapshot:
     return final
 
 
+def _new_overlaps(snap: BatchSnapshot, seen: set[tuple[int, int, bool]]) -> list[str]:
+    """A line for each pair of isolated jobs found touching the same files (once, and
+    once more when their changed lines come to overlap)."""
+    lines = []
+    for pair in snap.overlaps:
+        key = (pair.a, pair.b, bool(pair.hunks))
+        if key in seen:
+            continue
+        seen.add(key)
+        what = (f"the same lines of {', '.join(pair.hunks)}: they will conflict on merge"
+                if pair.hunks else f"{', '.join(pair.files)}, different lines")
+        lines.append(render.clean(f"overlap: jobs {pair.a} and {pair.b} change {what}"
+                                  f" (codexw conflicts --batch {snap.batch_id})", oneline=True))
+    return lines
+
+
 def _watch_plain(snapshots: Iterator[BatchSnapshot], quiet: bool) -> BatchSnapshot | None:
     seen_running: set[int] = set()
     seen_final: set[int] = set()
+    seen_overlaps: set[tuple[int, int, bool]] = set()
     snap = None
     for snap in snapshots:
+        if not quiet:
+            for line in _new_overlaps(snap, seen_overlaps):
+                render.write(line + "\n")
         for job in snap.jobs:
             if quiet:
                 continue
@@ -174,6 +194,7 @@ def _watch_rich(snapshots: Iterator[BatchSnapshot]) -> BatchSnapshot | None:
     )
     bar = progress.add_task("", total=None)
     seen_final: set[int] = set()
+    seen_overlaps: set[tuple[int, int, bool]] = set()
     snap = None
     started = time.time()
 
@@ -191,6 +212,8 @@ def _watch_rich(snapshots: Iterator[BatchSnapshot]) -> BatchSnapshot | None:
 
     with Live(auto_refresh=True, refresh_per_second=4) as live:
         for snap in snapshots:
+            for line in _new_overlaps(snap, seen_overlaps):
+                live.console.print(render.rich_text(line, "yellow"), highlight=False)
             for job in snap.jobs:
                 if job.state.is_final and job.id not in seen_final:
                     seen_final.add(job.id)

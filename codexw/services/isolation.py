@@ -302,8 +302,15 @@ def conflicts(project: str | None = None, batch_id: int | None = None) -> Confli
         else:
             assert project is not None
             candidates = store.isolated_jobs(project)
+    touched, pairs = compare(candidates)
+    return ConflictReport(project, touched, pairs)
+
+
+def compare(jobs: list[Job]) -> tuple[list[Touched], list[Overlap]]:
+    """What each of `jobs` touched (running, or ended and not merged; the newest job per
+    branch) and the pairs of them that touched the same files."""
     newest: dict[tuple[str, str], Job] = {}
-    for job in candidates:
+    for job in jobs:
         if job.spec.branch and job.merged_at is None and job.state not in (
                 JobState.QUEUED, JobState.CANCELLED):
             newest[(job.spec.project, job.spec.branch)] = job
@@ -316,7 +323,7 @@ def conflicts(project: str | None = None, batch_id: int | None = None) -> Confli
         if common:
             hunks = [f for f in common if _meet(one.files[f], two.files[f])]
             pairs.append(Overlap(one.job.id, two.job.id, common, hunks))
-    return ConflictReport(project, touched, pairs)
+    return touched, pairs
 
 
 def _touched(job: Job) -> Touched | None:

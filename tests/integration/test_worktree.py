@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -356,3 +359,33 @@ def test_a_lost_runner_leaves_its_worktree_and_cleanup_keeps_uncommitted_work(re
     assert f"left alone: {tree}: job 1's worktree has uncommitted changes" in out.stdout
     assert (tree / "wip.txt").exists()
     assert not Path(cx.job(2)["worktree"]).exists()  # the retry's, committed: removed
+
+
+def test_the_batch_display_flags_an_overlap_while_the_jobs_run(repo: Env) -> None:
+    cx = repo
+    gate = cx.tmp / "gate"
+    tasks = [f"@fake write-text shared.txt {n}; @fake wait-for {gate}" for n in (1, 2)]
+    tasks.append(f"@fake write-text solo.txt 3; @fake wait-for {gate}")
+    (cx.tmp / "t.txt").write_text("\n".join(tasks) + "\n")
+    batch = subprocess.Popen(
+        [sys.executable, "-m", "codexw", "batch", str(cx.tmp / "t.txt"), "-j", "3", "--worktree"],
+        cwd=cx.project, env=cx.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in batch.stdout or []])
+    reader.start()
+    seen = []
+    try:
+        # The jobs hold until the gate opens: the flag can only come from their live worktrees.
+        while not any(line.startswith("overlap:") for line in seen):
+            seen.append(lines.get(timeout=60))
+        gate.touch()
+        assert batch.wait(timeout=120) == 0
+    finally:
+        gate.touch()
+        batch.wait(timeout=120)
+        reader.join()
+    flagged = [line for line in seen if line.startswith("overlap:")]
+    assert flagged == ["overlap: jobs 1 and 2 change the same lines of shared.txt: they will"
+                       " conflict on merge (codexw conflicts --batch 1)"]
+    assert not any(" succeeded" in line for line in seen)  # none had ended
