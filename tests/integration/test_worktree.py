@@ -389,3 +389,16 @@ def test_the_batch_display_flags_an_overlap_while_the_jobs_run(repo: Env) -> Non
     assert flagged == ["overlap: jobs 1 and 2 change the same lines of shared.txt: they will"
                        " conflict on merge (codexw conflicts --batch 1)"]
     assert not any(" succeeded" in line for line in seen)  # none had ended
+
+
+def test_kill_during_setup_stops_it_and_the_job_is_killed(repo: Env) -> None:
+    cx = repo
+    started = cx.tmp / "setup-started"
+    setup = json.dumps(["sh", "-c", f"touch {started}; sleep 300"])
+    (cx.tmp / "config" / "config.toml").write_text(f'kill_grace = "3s"\nworktree_setup = {setup}\n')
+    cx.launch("@fake write-text never.txt x", "--worktree")
+    wait_until(started.exists, what="the setup command to start")
+    cx.ok("kill", "1")
+    job = cx.job(1)
+    assert job["state"] == "killed"
+    assert cx.fake_runs() == []  # codex never started; the cx fixture checks nothing survives
