@@ -225,6 +225,7 @@ def _rebase(job: Job, tip: str) -> None:
     temporary = None
     if tree is None:
         temporary = str(worktree.project_worktrees(spec.project) / f".rebase-{job.id}-{os.getpid()}")
+        worktree.git(spec.project, "worktree", "prune")  # its worktree may be deleted by hand
         worktree.git(spec.project, "worktree", "add", "--quiet", temporary, spec.branch)
         tree = temporary
     try:

@@ -402,3 +402,18 @@ def test_kill_during_setup_stops_it_and_the_job_is_killed(repo: Env) -> None:
     job = cx.job(1)
     assert job["state"] == "killed"
     assert cx.fake_runs() == []  # codex never started; the cx fixture checks nothing survives
+
+
+def test_merge_rebase_replays_the_branch_on_the_current_one_and_fast_forwards(repo: Env) -> None:
+    cx = repo
+    for name in ("one", "two"):
+        cx.launch(f"@fake write-text {name}.txt {name}", "--worktree")
+    assert cx.run("wait", "1", "2").returncode == 0
+    cx.ok("merge", "1")
+    shutil.rmtree(cx.job(2)["worktree"])  # a temporary worktree is made for the rebase
+    out = cx.ok("merge", "2", "--rebase")
+    assert "codexw/2 merged (rebase)" in out.stdout
+    assert git(cx.project, "log", "-1", "--format=%s").strip() == "@fake write-text two.txt two"
+    assert git(cx.project, "rev-parse", "HEAD") == git(cx.project, "rev-parse", "codexw/2")
+    assert (cx.project / "one.txt").exists() and (cx.project / "two.txt").exists()
+    assert ".rebase-" not in git(cx.project, "worktree", "list")
