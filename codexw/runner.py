@@ -108,11 +108,11 @@ def run_one(store: Store, job_id: int, stop: StopRequest, wake_r: int) -> None:
     env = codex_env(base, job.spec, marker)
     spec = job.spec
     prep = None
-    if spec.isolation == "worktree" and spec.branch and spec.worktree and spec.base_commit:
+    if spec.isolation == "worktree":
         from codexw.core import worktree  # only isolated jobs load it
 
         prep = worktree.prepare(job, env, sink.stop_requested)
-        if (prep.branch, prep.path) != (spec.branch, spec.worktree):
+        if prep.branch and (prep.branch, prep.path) != (spec.branch, spec.worktree):
             with store.transaction():
                 store.set_worktree(job.id, prep.branch, prep.path, job.job_key)
             sink.job = job = store.get_job(job.id)

@@ -242,8 +242,11 @@ def prepare(job: Job, env: dict[str, str], stop: Callable[[], bool]) -> Prepared
     removed gets it back from its branch. A new branch that already exists (a
     registry made anew reuses ids) gets the job's key added."""
     spec = job.spec
-    assert spec.branch and spec.worktree and spec.base_commit
-    prep = Prepared(spec.branch, spec.worktree)
+    prep = Prepared(spec.branch or "", spec.worktree or "")
+    if not spec.branch or not spec.worktree or not spec.base_commit:
+        # Never run an isolated job in the main tree instead.
+        prep.problem = "the job was recorded without a branch, worktree or base commit"
+        return prep
     project = spec.project
     try:
         with repo_lock(project):
