@@ -125,14 +125,23 @@ def _empty_text(empty: svc_status.EmptyListing) -> str:
 HEADERS = ["ID", "STATE", "LEVEL", "TYPE", "TIME", "PID", "TASK", "REPORT"]
 
 
-def _headers(many: bool) -> list[str]:
-    return [*HEADERS[:-1], "PROJECT", HEADERS[-1]] if many else HEADERS
+def _headers(many: bool, jobs: list[Job] | None = None) -> list[str]:
+    headers = [*HEADERS[:-1], "PROJECT", HEADERS[-1]] if many else list(HEADERS)
+    if _isolated(jobs or []):
+        headers[-1:-1] = ["BRANCH", "FILES"]
+    return headers
+
+
+def _isolated(jobs: list[Job]) -> bool:
+    """Whether a listing shows BRANCH and FILES: when one of its jobs has a worktree."""
+    return any(j.spec.branch for j in jobs)
 
 
 def _rows(jobs: list[Job], many: bool = False) -> list[list[str]]:
     """Table cells, each through the sanitiser (one line each). REPORT is relative to
     the job's project (`.codexw/…`): with several projects, PROJECT says which."""
     rows = []
+    isolated = _isolated(jobs)
     for j in jobs:
         cells = [
             str(j.id),
@@ -146,6 +155,10 @@ def _rows(jobs: list[Job], many: bool = False) -> list[list[str]]:
         ]
         if many:
             cells.insert(-1, _home_short(j.spec.project))
+        if isolated:
+            merged = " (merged)" if j.merged_at else ""
+            cells[-1:-1] = [(j.spec.branch or "-") + merged,
+                            "-" if j.files_changed is None else str(j.files_changed)]
         rows.append([render.clean(cell, oneline=True) for cell in cells])
     return rows
 
@@ -167,7 +180,7 @@ def _rich_table(jobs: list[Job], many: bool = False) -> Table:
 
     table = Table(box=None, header_style="bold", pad_edge=False, expand=True)
     rows = _rows(jobs, many)
-    for i, header in enumerate(_headers(many)):
+    for i, header in enumerate(_headers(many, jobs)):
         if header in ("TASK", "REPORT", "PROJECT"):
             # These share what the narrow columns leave (the task most); the rest always
             # show whole: an 80-column terminal lost ID and TASK to a long report path.
@@ -188,7 +201,7 @@ def _print_table(jobs: list[Job], many: bool = False) -> None:
     if render.is_tty():
         render.console().print(_rich_table(jobs, many))
     else:
-        render.write(render.plain_table(_headers(many), _rows(jobs, many)) + "\n")
+        render.write(render.plain_table(_headers(many, jobs), _rows(jobs, many)) + "\n")
 
 
 def _watch(listings: Generator[list[Job], None, None], many: bool) -> None:
@@ -243,6 +256,11 @@ def _print_detail(detail: svc_status.JobDetail) -> None:
         lines.append(("backend", f"{s.backend}, queue {s.queue or '-'},"
                                  f" task {job.celery_task_id or '-'}"))
         lines.append(("worker", job.host or "- (not taken by a worker yet)"))
+    if s.branch:
+        files = "" if job.files_changed is None else f", {render.plural(job.files_changed, 'file')} changed"
+        merged = f", merged {_ts(job.merged_at)}" if job.merged_at else ""
+        lines.append(("branch", f"{s.branch} from {(s.base_commit or '')[:12]}{files}{merged}"))
+        lines.append(("worktree", s.worktree or "-"))
     if s.batch_id:
         lines.append(("batch", str(s.batch_id)))
     if s.after:

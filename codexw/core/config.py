@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 from codexw.core import notices, paths
 from codexw.core.durations import parse_duration
 from codexw.core.errors import ConfigError, UsageError
-from codexw.core.models import BACKENDS, LEVELS, SANDBOXES, is_job_type
+from codexw.core.models import BACKENDS, ISOLATIONS, LEVELS, SANDBOXES, is_job_type
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 QUEUE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 BROKER_SCHEMES = ("redis://", "rediss://")
+# A prefix git accepts in any branch name (no "..", "@{", leading '-' or '.', ...).
+BRANCH_PREFIX_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:[/.][A-Za-z0-9_-]+)*[/_.-]?")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,13 @@ class Config:
     codex_native: bool = True
     # --backend app-server: an app-server with no running turn for this long shuts down.
     app_server_idle: float = 600.0
+    # A git worktree per job (docs/isolation.md): "none" or "worktree"; the branch is
+    # <branch_prefix><job id>; files copied in from the project, and an argv run in the
+    # worktree before codex.
+    isolation: str = "none"
+    branch_prefix: str = "codexw/"
+    worktree_copy: tuple[str, ...] = ()
+    worktree_setup: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     project: ProjectTrust | None = field(default=None, compare=False)
 
@@ -123,6 +132,11 @@ def _no_deeper(value: Any, base: Any) -> bool:
     return bool(value <= base)
 
 
+def _inside_project(value: Any, base: Any) -> bool:
+    # Files copied from the project into the project's own worktree reveal nothing new.
+    return all(not os.path.isabs(p) and ".." not in Path(p).parts for p in value)
+
+
 # Every key that runs a program, chooses its arguments, weakens the sandbox, names a path
 # outside the project or sends data off the machine. From a project config such a key is
 # taken only once the user trusts the file. A key added later that does any of this
@@ -137,6 +151,8 @@ NEEDS_TRUST: dict[str, Callable[[Any, Any], bool] | None] = {
     "broker_url": None,  # where tasks (and project paths) are sent
     "backend": _stays_local,  # celery sends the task off this machine
     "max_depth": _no_deeper,  # a deeper tree of jobs launching jobs spends the user's account
+    "worktree_setup": None,  # runs a program
+    "worktree_copy": _inside_project,  # a path outside the project would leak a file
 }
 
 
@@ -164,6 +180,12 @@ def _expected(key: str) -> str:
         "backend": "one of " + ", ".join(BACKENDS),
         "broker_url": "a Redis URL such as redis://host:6379/0 (redis:// or rediss://)",
         "queue": "a queue name: letters, digits, '_', '.', ':' or '-', up to 64",
+        "isolation": "one of " + ", ".join(ISOLATIONS),
+        "branch_prefix": "a git branch name prefix such as codexw/ (letters, digits, '/', '.',"
+                         " '_' or '-')",
+        "worktree_copy": "a list of paths relative to the project",
+        "worktree_setup": "a command as a list of strings, e.g. [\"npm\", \"ci\"]"
+                          " (never a shell string)",
     }.get(key, "a duration such as 90s, 20m or 2h" if key in _DURATION_KEYS else "a string")
 
 
@@ -212,6 +234,16 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise bad()
         return tuple(value)
+    if key in ("worktree_copy", "worktree_setup"):
+        if isinstance(value, str) and where.startswith("environment variable"):
+            value = value.split(os.pathsep) if key == "worktree_copy" else shlex.split(value)
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(v, str) and v and "\x00" not in v for v in value
+        ):
+            raise bad()
+        if key == "worktree_copy" and any(".." in Path(v).parts for v in value):
+            raise bad()
+        return tuple(value)
     if not isinstance(value, str) or not value:
         raise bad()
     if key == "level" and value not in LEVELS:
@@ -227,6 +259,10 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
     ):
         raise bad()
     if key == "queue" and not QUEUE_NAME_RE.fullmatch(value):
+        raise bad()
+    if key == "isolation" and value not in ISOLATIONS:
+        raise bad()
+    if key == "branch_prefix" and not BRANCH_PREFIX_RE.fullmatch(value):
         raise bad()
     return value
 

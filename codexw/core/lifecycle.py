@@ -87,6 +87,13 @@ def queue_with_report(
     its runner writes it."""
     job_id = store.insert_job(spec, now=now, **kw)
     job = store.get_job(job_id)
+    if spec.isolation != "none":
+        from codexw.core import worktree
+
+        where = worktree.assign(spec, job_id, job.job_key)
+        if where is not None:  # a branch and worktree of its own (or of the conversation)
+            store.set_worktree(job_id, *where)
+            job = store.get_job(job_id)
     try:
         path = write_temp_report(job, path=reports.new_temp_report_path(job))
     except OSError:

@@ -123,11 +123,28 @@ class JobSpec:
     # wrapper (core.codexbin).
     codex_native: bool = True
 
+    # Isolation (docs/isolation.md): "none", or "worktree": the job runs in a git
+    # worktree of its own under the state dir, on `branch`, made by its runner from
+    # `base_commit` (what HEAD pointed at when the job was launched). `branch` and
+    # `worktree` are assigned when the job is recorded (core.worktree.assign).
+    isolation: str = "none"
+    base_commit: str | None = None
+    branch: str | None = None
+    worktree: str | None = None
+    branch_prefix: str = "codexw/"
+    # Copied from the project into the worktree, and run there before codex (an argv).
+    worktree_copy: tuple[str, ...] = ()
+    worktree_setup: tuple[str, ...] = ()
+    # The main tree had uncommitted changes at launch that the worktree does not have.
+    dirty_base: bool = False
+
+
 
 BACKENDS = ("local", "celery", "app-server")
 # Backends whose jobs run on another machine: the worker's codex, CODEX_HOME and
 # environment, nothing of the launching command's.
 REMOTE_BACKENDS = ("celery",)
+ISOLATIONS = ("none", "worktree")
 
 
 @dataclass
@@ -166,6 +183,10 @@ class Job:
     job_key: str | None = None
     # What the runner started for codex (core.codexbin.CodexProgram.describe).
     codex_exec: str | None = None
+    # Isolated jobs: files its branch changed against its base commit (recorded when the
+    # runner commits them), and when `codexw merge` brought the branch in.
+    files_changed: int | None = None
+    merged_at: float | None = None
 
     @property
     def duration(self) -> float | None:
@@ -207,6 +228,7 @@ JOB_JSON_KEYS = (
     "runner_pid", "codex_pgid", "exit_code", "reason", "tokens", "files", "thread_id",
     "report_path",
     "log_path", "last_action", "host", "backend", "queue", "celery_task_id",
+    "branch", "base_commit", "worktree", "merged_at", "files_changed",
 )
 _SPEC_FIELD_NAMES = frozenset(f.name for f in fields(JobSpec)) - frozenset(
     f.name for f in fields(Job)

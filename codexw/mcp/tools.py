@@ -11,7 +11,6 @@ the registry is the state, so a server that dies loses nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -116,25 +115,12 @@ def launch(
 
     where = _cwd(cwd)
     request = LaunchRequest(task=task, level=level, type=type, cwd=where, model=model,
-                            sandbox=sandbox, timeout=timeout,
+                            sandbox=sandbox, timeout=timeout, worktree=worktree,
                             after=tuple(_ids(after or (), "after job id")))
-    request = _with_worktree(request, worktree)
     if not os.path.isdir(where):
         raise UsageError(f"working directory {where} does not exist", "check cwd")
     _check_sandbox(settings, sandbox, where)
     return _launched(launch_job(request))
-
-
-def _with_worktree(request: LaunchRequest, worktree: bool | None) -> LaunchRequest:
-    """`worktree` goes to the launch service when this codexw has git worktrees."""
-    if worktree is None:
-        return request
-    if "worktree" in {f.name for f in dataclasses.fields(LaunchRequest)}:
-        return dataclasses.replace(request, worktree=worktree)  # type: ignore[call-arg]
-    if worktree:
-        raise UsageError("worktree: this codexw cannot run a job in its own git worktree",
-                         "leave it out, or set it to false")
-    return request
 
 
 def batch(

@@ -96,6 +96,7 @@ def _continue(store: Store, req: ContinueRequest) -> LaunchResult:
             backend=ps.backend,
             broker_url=ps.broker_url,
             queue=ps.queue,
+            worktree=False,  # a follow-up runs where its conversation ran: set below
         )
     )
     spec = replace(
@@ -107,6 +108,11 @@ def _continue(store: Store, req: ContinueRequest) -> LaunchResult:
         codex_home=ps.codex_home,
         resume_thread=parent.thread_id,
         resume_of=parent.id,
+        # An isolated conversation goes on in its worktree, on its branch (made again from
+        # the branch if the worktree was removed; core.worktree.prepare).
+        isolation=ps.isolation, base_commit=ps.base_commit, branch=ps.branch,
+        worktree=ps.worktree, branch_prefix=ps.branch_prefix, worktree_copy=ps.worktree_copy,
+        worktree_setup=ps.worktree_setup, dirty_base=ps.dirty_base,
     )
     validate.check_spec(spec)  # the thread id came from codex; old rows predate the checks
     warnings = [w for w in prepared.warnings if "git repository" not in w]

@@ -63,6 +63,10 @@ class LaunchRequest:
     backend: str | None = None
     broker_url: str | None = None
     queue: str | None = None
+    # A git worktree of its own (None: config `isolation`); `include_dirty` carries the
+    # main tree's uncommitted changes over as the worktree's first commit.
+    worktree: bool | None = None
+    include_dirty: bool = False
 
 
 @dataclass
@@ -181,10 +185,11 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         raise UsageError(f"unknown sandbox {req.sandbox!r}", "use one of " + ", ".join(SANDBOXES))
     if req.retries is not None and req.retries < 0:
         raise UsageError("--retries must be 0 or more")
+    isolation = None if req.worktree is None else ("worktree" if req.worktree else "none")
     cfg = config.with_overrides(
         level=req.level, type=req.type, model=req.model, sandbox=req.sandbox, retries=req.retries,
         retry_timeouts=req.retry_timeouts, backend=req.backend, broker_url=req.broker_url,
-        queue=req.queue, report_sections=req.report_sections,
+        queue=req.queue, report_sections=req.report_sections, isolation=isolation,
     )
     check_config(cfg)
     validate.check_depth(os.environ, cfg.max_depth, inherited_depth())  # jobs launching jobs
@@ -239,7 +244,51 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         broker_url=cfg.broker_url if remote else None,
         queue=cfg.queue if remote else None,
     )
+    spec = isolate(spec, cfg, req, warnings)
     return Prepared(validate.check_spec(spec), warnings)
+
+
+def isolate(spec: JobSpec, cfg: Config, req: LaunchRequest, warnings: list[str]) -> JobSpec:
+    """`spec` with its isolation fields: for a job in a worktree of its own, the commit it
+    starts from (HEAD now; with `include_dirty`, a commit of the uncommitted changes on
+    top of it)."""
+    if req.include_dirty and cfg.isolation != "worktree":
+        raise UsageError("--include-dirty is for a job in its own worktree", "add --worktree")
+    if cfg.isolation != "worktree":
+        return spec
+    from codexw.core import worktree
+
+    project = spec.project
+    if cfg.backend == "app-server":
+        raise UsageError(
+            "--worktree is not available with --backend app-server (experimental) yet",
+            "drop --worktree, or use the default backend",
+        )
+    if cfg.backend != "local":
+        raise UsageError(
+            f"--worktree runs a job in a git worktree on this machine; the {cfg.backend}"
+            " backend's workers do not share this repository",
+            "drop --worktree (see docs/distributed.md), or run the job locally",
+        )
+    base = worktree.head(project)
+    if base is None or not worktree.is_git_top(project):
+        raise UsageError(
+            f"--worktree needs a git repository with at least one commit; {project} has none",
+            "run `git init` and commit, or drop --worktree",
+        )
+    dirty = bool(worktree.dirty_files(project))
+    if dirty and req.include_dirty:
+        base = worktree.snapshot_commit(project, base, "codexw: uncommitted changes at launch")
+    elif dirty:
+        warnings.append(
+            "the working tree has uncommitted changes: the job starts from HEAD without them"
+            " (--include-dirty carries them over)"
+        )
+    return replace(
+        spec, isolation="worktree", base_commit=base, branch_prefix=cfg.branch_prefix,
+        worktree_copy=cfg.worktree_copy, worktree_setup=cfg.worktree_setup,
+        dirty_base=dirty and not req.include_dirty,
+    )
 
 
 def check_config(cfg: Config) -> None:

@@ -240,20 +240,22 @@ def test_bad_arguments_are_tool_errors_with_the_cli_message_and_record_nothing(c
     assert [r["sandbox"] for r in cx.fake_runs() if r] == ["danger-full-access"]
 
 
-def test_worktree_is_refused_while_this_codexw_has_no_worktrees(cx: Env) -> None:
-    from dataclasses import fields
-
-    from codexw.services.launch import LaunchRequest
-
-    if "worktree" in {f.name for f in fields(LaunchRequest)}:
-        pytest.skip("this codexw has git worktrees: the launch tool passes worktree on")
-
+def test_a_job_in_its_own_worktree_through_mcp_reports_its_branch(repo: Env) -> None:
     async def body(client: Client) -> Any:
-        return await client.call_tool("launch", {"task": "x", "worktree": True})
+        launched = await client.call_tool("launch", {
+            "task": "@fake write-text notes.txt from the worktree\nwrite notes", "worktree": True})
+        job_id = launched.structured_content["job_id"]
+        await client.call_tool("wait", {"job_ids": [job_id], "timeout_s": 60})
+        return await client.call_tool("result", {"job_id": job_id})
 
-    answer = run(cx, body)
-    assert answer.is_error and "worktree" in answer.content[0].text
-    assert jobs_in_registry(cx) == []
+    result = run(repo, body)
+    assert not result.is_error, result.content
+    assert result.structured_content["state"] == "succeeded"
+    assert result.structured_content["branch"] == "codexw/1"
+    assert not (repo.project / "notes.txt").exists()  # written in the worktree, not here
+    shown = subprocess.run(["git", "show", "codexw/1:notes.txt"], cwd=repo.project,
+                           capture_output=True, text=True, check=True).stdout
+    assert shown == "from the worktree\n"
 
 
 def test_jobs_outlive_the_server_and_a_killed_server_loses_nothing(cx: Env) -> None:

@@ -29,6 +29,7 @@ def test_job_json_shape_is_stable() -> None:
         "files": [{"path": "a.txt", "kind": "add"}, {"path": "b.py", "kind": "update"}],
         "thread_id": "th", "report_path": "rp",
         "log_path": "lp", "last_action": "la", "host": "h", "backend": "celery", "queue": "q",
-        "celery_task_id": "ct",
+        "celery_task_id": "ct", "branch": None, "base_commit": None, "worktree": None,
+        "merged_at": None, "files_changed": None,
     })
     assert tuple(job.to_dict()) == JOB_JSON_KEYS

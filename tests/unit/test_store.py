@@ -116,6 +116,7 @@ _HOT_QUERIES: dict[str, Callable[[Store], object]] = {
     "env_key_in_use": lambda s: s.env_key_in_use("k"),
     "owns": lambda s: s.owns(1, "k"),
     "job_files": lambda s: s.job_files("/p"),
+    "isolated_jobs": lambda s: s.isolated_jobs("/p"),
     "get_job": lambda s: s.get_job(1),
     "mark_starting": lambda s: s.mark_starting(99, 1, 1.0),
     "finish": lambda s: s.finish(99, JobState.CANCELLED, ended_at=1.0),
@@ -211,7 +212,9 @@ def test_a_spec_round_trips_through_its_row(store: Store) -> None:
     spec = _spec(model="m", timeout=3.5, retries=2, retry_timeouts=True, priority=4,
                  name="n", codex_args=("-c", "x=1"), codex_home="/h", template="t.md",
                  backend="celery", broker_url="redis://b", queue="q", path_env="/bin",
-                 env_key="e")
+                 env_key="e", isolation="worktree", base_commit="abc", branch="codexw/2",
+                 worktree="/w/2", branch_prefix="x/", worktree_copy=(".env",),
+                 worktree_setup=("npm", "ci"), dirty_base=True)
     with store.transaction():
         dep = store.insert_job(_spec(), now=1.0)
         job_id = store.insert_job(dataclasses.replace(spec, after=(dep,)), now=2.0)

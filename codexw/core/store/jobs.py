@@ -202,3 +202,27 @@ class JobWrites(Connection):
     def repoint_deps(self, old_id: int, new_id: int) -> None:
         """Jobs waiting on `old_id` now wait on its retry `new_id`."""
         self._exec("UPDATE OR IGNORE job_deps SET dep_id = ? WHERE dep_id = ?", (new_id, old_id))
+
+    # -- isolated jobs (core.worktree, services.isolation) ----------------------------
+
+    def set_worktree(
+        self, job_id: int, branch: str | None, worktree: str | None, job_key: str | None = None
+    ) -> bool:
+        """Where an isolated job runs: its branch and worktree folder."""
+        key_sql, key_params = sql.key_filter(job_key)
+        cur = self._exec(
+            "UPDATE jobs SET branch = ?, worktree = ? WHERE id = ?" + key_sql,
+            (branch, worktree, job_id, *key_params),
+        )
+        return cur.rowcount == 1
+
+    def set_files_changed(self, job_id: int, count: int | None, job_key: str | None = None) -> None:
+        key_sql, key_params = sql.key_filter(job_key)
+        self._exec("UPDATE jobs SET files_changed = ? WHERE id = ?" + key_sql,
+                   (count, job_id, *key_params))
+
+    def set_merged(self, job_ids: list[int], when: float | None) -> None:
+        """Record that these jobs' branch was merged (`when`), or forget it (None)."""
+        for job_id in job_ids:
+            self._exec("UPDATE jobs SET merged_at = ? WHERE id = ?", (when, job_id))
+

@@ -194,6 +194,12 @@ class JobReads(Connection):
         ).fetchone()
         return row is not None
 
+    def isolated_jobs(self, project: str) -> list[Job]:
+        """The project's jobs that ran (or will run) in a worktree of their own, oldest
+        first (index jobs_by_branch)."""
+        return self._jobs("SELECT * FROM jobs WHERE project = ? AND branch IS NOT NULL"
+                          " ORDER BY id", (project,))
+
     def next_due(self, after: float) -> float | None:
         """When the next queued job's backoff runs out, if later than `after`.
 

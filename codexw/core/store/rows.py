@@ -34,8 +34,13 @@ _INT64_MAX = 2**63 - 1
 # the job_deps table. Every other field is the column of the same name.
 NOT_COLUMNS = frozenset({"after"})
 SPEC_COLUMNS = tuple(f.name for f in fields(JobSpec) if f.name not in NOT_COLUMNS)
+# Spec fields held as a JSON list of strings (codex_args, worktree_setup, ...).
+LIST_COLUMNS = tuple(
+    f.name for f in fields(JobSpec)
+    if f.name not in NOT_COLUMNS and str(f.type) == "tuple[str, ...]"
+)
 # Fields that are not plain columns, read by hand below.
-_SPECIAL = {"spec", "state", "tokens", "files", "codex_args"} | NOT_COLUMNS
+_SPECIAL = {"spec", "state", "tokens", "files", *LIST_COLUMNS} | NOT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -138,17 +143,24 @@ def read_job(row: sqlite3.Row, deps: tuple[Any, ...] = ()) -> Job | Unreadable:
     could not be read."""
     reader = _Reader(row)
     problems = reader.problems
-    try:
-        args = json.loads(row["codex_args"])
-    except (ValueError, TypeError, RecursionError):
-        args = None
-    if not isinstance(args, list) or not all(type(a) is str for a in args):
-        problems.append(f"codex_args: not a JSON list of strings ({_show(row['codex_args'])})")
-        args = []
+    lists: dict[str, Any] = {}
+    for column in LIST_COLUMNS:
+        try:
+            raw = row[column]
+        except IndexError:
+            continue  # a column this registry does not have: the default
+        try:
+            items = json.loads(raw)
+        except (ValueError, TypeError, RecursionError):
+            items = None
+        if not isinstance(items, list) or not all(type(a) is str for a in items):
+            problems.append(f"{column}: not a JSON list of strings ({_show(raw)})")
+            items = []
+        lists[column] = tuple(items)
     after = tuple(d for d in deps if type(d) is int)
     if len(after) != len(deps):
         problems.append("after: a dependency that is not a job id")
-    spec = JobSpec(**reader.fill(JobSpec, {"after": after, "codex_args": tuple(args)}))
+    spec = JobSpec(**reader.fill(JobSpec, {"after": after, **lists}))
     raw_state = row["state"]
     try:
         state = JobState(raw_state)

@@ -132,6 +132,21 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN codex_native INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE jobs ADD COLUMN codex_exec TEXT;
     """,
+    # 9: a git worktree per job (docs/isolation.md): the spec's isolation fields, and what
+    # became of the branch (files it changed, when it was merged).
+    """
+    ALTER TABLE jobs ADD COLUMN isolation TEXT NOT NULL DEFAULT 'none';
+    ALTER TABLE jobs ADD COLUMN base_commit TEXT;
+    ALTER TABLE jobs ADD COLUMN branch TEXT;
+    ALTER TABLE jobs ADD COLUMN worktree TEXT;
+    ALTER TABLE jobs ADD COLUMN branch_prefix TEXT NOT NULL DEFAULT 'codexw/';
+    ALTER TABLE jobs ADD COLUMN worktree_copy TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN worktree_setup TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN dirty_base INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN files_changed INTEGER;
+    ALTER TABLE jobs ADD COLUMN merged_at REAL;
+    CREATE INDEX jobs_by_branch ON jobs(project, branch) WHERE branch IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
