@@ -368,6 +368,202 @@ def bench_cleanup(count: int, rounds: int, sync: str, settle: float = SETTLE_S) 
                f" `{said}`)", f"{ratio:.2f}×{spread}", "≤ 1.0×", verdict(ratio <= 1.0))
 
 
+# -- codex's own processes: the native binary against the npm wrapper -------------------
+
+
+def _real_codex() -> str | None:
+    path = os.environ.get("CODEXW_E2E_CODEX") or str(REPO / ".cache/codex/node_modules/.bin/codex")
+    return path if os.access(path, os.X_OK) else None
+
+
+def _pss_kb(pids: set[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def _group(pgid: int) -> set[int]:
+    members = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                members.add(int(name))
+    return members
+
+
+def _tree(root: int) -> set[int]:
+    """`root` and every process descending from it."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    found, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of `pid` and of its children it has waited for."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CodexRound:
+    pss_mb: float  # every process serving the jobs, while all wait on the model
+    slowest_start: float  # the slowest spawn (or pick-up) → first model request, s
+    cpu_s: float = 0.0  # codex's processes, whole lifetime (plain and app-server rounds)
+    follow_up: float = 0.0  # a follow-up: spawn (or pick-up) → its model request, s
+
+
+def _codex_round(codex: str, jobs: int, how: str) -> CodexRound:
+    """`jobs` concurrent jobs held at the mock model until all wait on it. `how`: "plain"
+    (`codex exec` through the npm wrapper, no codexw), "native" or "wrapper" (codexw with
+    codex_native = true / false) or "app-server" (codexw --backend app-server)."""
+    sys.path.insert(0, str(REPO))
+    from tests.e2e.conftest import PROVIDER_CONFIG
+    from tests.e2e.mock_responses import Message, MockResponses
+
+    box = Sandbox()
+    server = MockResponses().start()
+    procs: list[subprocess.Popen[bytes]] = []
+    supervisor = 0
+    try:
+        shutil.rmtree(box.project / ".git")  # codex wants a real repository
+        subprocess.run(["git", "init", "-q", str(box.project)], check=True)
+        home = box.root / "codex-home"
+        home.mkdir()
+        (home / "config.toml").write_text(PROVIDER_CONFIG.format(base_url=server.base_url))
+        server.default = Message("held", hold=120)
+        env = {**box.env, "CODEX_HOME": str(home), "MOCK_API_KEY": "bench",
+               "HOME": str(box.root), "CODEXW_CODEX_BIN": codex,
+               "CODEXW_CODEX_NATIVE": "false" if how == "wrapper" else "true",
+               "CODEXW_BACKEND": "app-server" if how == "app-server" else "local",
+               "CODEXW_APP_SERVER_IDLE": "5m"}
+        spawned: list[float] = []
+        result = CodexRound(0.0, 0.0)
+        if how == "plain":
+            outs = [box.root / f"plain-{i}.jsonl" for i in range(jobs)]
+            for i in range(jobs):
+                spawned.append(time.time())
+                with outs[i].open("wb") as out:
+                    procs.append(subprocess.Popen(
+                        [codex, "exec", "--json", "--skip-git-repo-check", "-s", "workspace-write",
+                         "-C", str(box.project), f"bench task {i}"],
+                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.DEVNULL,
+                        env=env, start_new_session=True))
+            server.wait_in_flight(jobs, timeout=120)
+            pids = set().union(*(_group(p.pid) for p in procs))
+        else:
+            tasks = box.root / "tasks.txt"
+            tasks.write_text("".join(f"bench task {i}\n" for i in range(jobs)))
+            box.env = env
+            box.codexw("batch", "--detach", "-j", str(jobs), str(tasks))
+            server.wait_in_flight(jobs, timeout=120)
+            rows = json.loads(box.codexw("status", "--json", "--all").stdout)["jobs"]
+            spawned = [r["started_at"] for r in rows]
+            if how == "app-server":
+                supervisor = rows[0]["runner_pid"]
+                pids = _tree(supervisor)
+            else:
+                pids = {r["runner_pid"] for r in rows}.union(*(_group(r["codex_pgid"]) for r in rows))
+        result.pss_mb = _pss_kb(pids) / 1024
+        first = sorted(r.started for r in server.requests)[:jobs]
+        result.slowest_start = max(f - s for f, s in zip(first, sorted(spawned), strict=True))
+        server.release()
+        if how == "plain":
+            for proc in procs:
+                _, _, usage = os.wait4(proc.pid, 0)
+                proc.returncode = 0
+                result.cpu_s += usage.ru_utime + usage.ru_stime
+            thread = json.loads(outs[0].read_text().splitlines()[0])["thread_id"]
+            seen = len(server.requests)
+            start = time.time()
+            subprocess.run([codex, "exec", "--json", "--skip-git-repo-check", "-s", "workspace-write",
+                            "-C", str(box.project), "resume", thread, "follow-up"],
+                           stdin=subprocess.DEVNULL, capture_output=True, env=env, check=True)
+            result.follow_up = server.requests[seen].started - start
+        else:
+            box.codexw("wait", "--all", check=False)
+        if how == "app-server":
+            server_pid = json.loads(box.codexw("status", "--json", "1").stdout)["job"]["codex_pgid"]
+            result.cpu_s = _cpu_s(server_pid)
+            seen = len(server.requests)
+            follow = json.loads(box.codexw("continue", "--json", "1", "follow-up").stdout)
+            box.codexw("wait", str(follow["job_id"]))
+            started = json.loads(box.codexw("status", "--json", str(follow["job_id"])).stdout)["job"]["started_at"]
+            result.follow_up = server.requests[seen].started - started
+        return result
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        if supervisor:
+            os.kill(supervisor, 15)  # it stops its app-server and leaves
+            deadline = time.monotonic() + 30
+            while Path(f"/proc/{supervisor}").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        server.stop()
+        box.close()
+
+
+def bench_codex_processes(jobs: int) -> list[Row]:
+    codex = _real_codex()
+    if codex is None:
+        return [Row(f"{jobs} concurrent jobs: PSS, spawn → first request", "-",
+                    "the real codex is not installed (CODEXW_E2E_CODEX)", "-", "-", "skipped")]
+    plain = _codex_round(codex, jobs, "plain")
+    native = _codex_round(codex, jobs, "native")
+    wrapper = _codex_round(codex, jobs, "wrapper")
+    app = _codex_round(codex, jobs, "app-server")
+    ratio = native.pss_mb / plain.pss_mb
+    start_ratio = native.slowest_start / wrapper.slowest_start
+    app_ratio = app.pss_mb / plain.pss_mb
+    cpu_ratio = app.cpu_s / plain.cpu_s
+    follow_ratio = app.follow_up / plain.follow_up
+    return [
+        Row(f"{jobs} concurrent jobs, total PSS of codexw's and codex's processes",
+            f"{native.pss_mb:.0f} MB (native codex); {wrapper.pss_mb:.0f} MB with codex_native = false",
+            f"{plain.pss_mb:.0f} MB (plain `codex exec` through the npm wrapper)",
+            f"{ratio:.2f}×", "≤ 1.0×", verdict(ratio <= 1.0)),
+        Row(f"{jobs} concurrent jobs, slowest codex spawn → first model request",
+            f"{ms(native.slowest_start)} (native)", f"{ms(wrapper.slowest_start)} (npm wrapper,"
+            f" through codexw); {ms(plain.slowest_start)} plain", f"{start_ratio:.2f}×", "< 1×",
+            verdict(start_ratio < 1)),
+        Row(f"{jobs} concurrent jobs, total PSS, `--backend app-server`",
+            f"{app.pss_mb:.0f} MB (supervisor + app-server)",
+            f"{plain.pss_mb:.0f} MB (plain `codex exec` through the npm wrapper)",
+            f"{app_ratio:.2f}×", "≤ 0.55×", verdict(app_ratio <= 0.55)),
+        Row(f"{jobs} concurrent jobs, CPU time of codex's processes, `--backend app-server`",
+            f"{app.cpu_s:.2f} s (the app-server, start to idle)",
+            f"{plain.cpu_s:.2f} s (plain `codex exec` through the npm wrapper)",
+            f"{cpu_ratio:.2f}×", "≤ 0.5×", verdict(cpu_ratio <= 0.5)),
+        Row("follow-up: pick-up → first model request, `--backend app-server`",
+            f"{ms(app.follow_up)} (a new turn on the loaded thread)",
+            f"{ms(plain.follow_up)} (`codex exec resume` spawned)",
+            f"{follow_ratio:.2f}×", "≤ 0.3×", verdict(follow_ratio <= 0.3)),
+    ]
+
+
 def compile_codexw() -> None:
     import compileall
 
@@ -377,7 +573,7 @@ def compile_codexw() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts, for CI")
-    parser.add_argument("--only", help="comma-separated: launch,rss,wait,batch,status,cleanup")
+    parser.add_argument("--only", help="comma-separated: launch,rss,wait,batch,status,codex,cleanup")
     parser.add_argument("--rounds", type=int, help="cleanup: side-by-side rounds, the order"
                         " alternating (default 3, 1 with --quick); the ratio is their median")
     parser.add_argument("--sync", choices=("fs", "all"), default="fs",
@@ -392,6 +588,7 @@ def main() -> int:
         ("wait", lambda: bench_wait(3 if q else 15)),
         ("batch", lambda: bench_batch(20 if q else 200)),
         ("status", lambda: bench_status(2_000 if q else 100_000, 3 if q else 10)),
+        ("codex", lambda: bench_codex_processes(8)),
         ("cleanup", lambda: bench_cleanup(300 if q else 10_000,
                                           args.rounds or (1 if q else 3), args.sync,
                                           0.0 if q else SETTLE_S)),

@@ -13,13 +13,19 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from codexw.core import envfile, lifecycle, naming, paths, process, scheduler
 from codexw.core.codex import RunSummary
+from codexw.core.codexbin import CodexProgram
 from codexw.core.errors import CodexwError
 from codexw.core.lifecycle import Ending
 from codexw.core.models import Job, JobState
+
+if TYPE_CHECKING:
+    from codexw.core.worktree import Prepared
 from codexw.core.run import STOP_SIGNALS, CodexRun, StopRequest, codex_env
 from codexw.core.store import Store
 
@@ -43,10 +49,10 @@ class RegistrySink:
             self.log_path = path
         return self.log_path
 
-    def on_started(self, codex_pid: int) -> bool:
+    def on_started(self, codex_pid: int, program: CodexProgram) -> bool:
         with self.store.transaction():
             marked = self.store.owns(self.job.id, self.job.job_key) and self.store.mark_running(
-                self.job.id, os.getpid(), codex_pid, time.time()
+                self.job.id, os.getpid(), codex_pid, time.time(), program.describe()
             )
             if marked:
                 self.store.set_paths(self.job.id, None, str(self.log_file()))
@@ -100,11 +106,79 @@ def run_one(store: Store, job_id: int, stop: StopRequest, wake_r: int) -> None:
         lifecycle.finalize(store, job, Ending(JobState.FAILED, why), None)
         return
     marker = process.job_marker(job.id, str(paths.state_dir().resolve()))
-    run = CodexRun(job.spec, sink, codex_env(base, job.spec, marker))
+    env = codex_env(base, job.spec, marker)
+    spec = job.spec
+    prep = None
+    if spec.isolation == "worktree":
+        from codexw.core import worktree  # only isolated jobs load it
+
+        prep = worktree.prepare(job, env, sink.stop_requested)
+        if prep.branch and (prep.branch, prep.path) != (spec.branch, spec.worktree):
+            with store.transaction():
+                store.set_worktree(job.id, prep.branch, prep.path, job.job_key)
+            sink.job = job = store.get_job(job.id)
+        _log_steps(sink, prep.events)
+        if prep.problem or prep.stopped:
+            setup = RunSummary()
+            setup.feed_bytes(b"".join(prep.events))
+            setup.end_of_stream()
+            setup.warnings.extend(prep.notes)
+            ending = (sink.kill_ending() if prep.stopped
+                      else Ending(JobState.FAILED, prep.problem))
+            lifecycle.finalize(store, job, ending, setup)
+            return
+        spec = replace(spec, cwd=prep.cwd)  # codex runs in the worktree; the job stays the project's
+    run = CodexRun(spec, sink, env)
     if job.spec.resume_of is not None:
         run.summary.usage_baseline = lifecycle.usage_before(store, job.spec.resume_of)
+    if prep is not None:
+        run.summary.feed_bytes(b"".join(prep.events))  # the setup steps, then codex's
+        run.summary.warnings.extend(prep.notes)
     ending = run.wrap_up(run.execute(wake_r))
-    lifecycle.finalize(store, sink.job, ending, run.summary if run.codex else None)
+    if prep is not None:
+        _commit_worktree(store, sink, prep, ending, run.summary)
+    lifecycle.finalize(store, sink.job, ending, run.summary if run.codex or prep else None)
+
+
+def _log_steps(sink: RegistrySink, events: list[bytes]) -> None:
+    """codexw's own steps (worktree, copies, setup) go first in the job's event log."""
+    if not events:
+        return
+    try:
+        fd = os.open(sink.log_file(), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        return
+    try:
+        os.write(fd, b"".join(events))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _commit_worktree(store: Store, sink: RegistrySink, prep: Prepared, ending: Ending,
+                     summary: RunSummary) -> None:
+    """Commit what the agent left in the worktree on the job's branch (whatever the
+    ending: a killed job's work stays inspectable) and record how many files changed."""
+    from codexw.core import worktree
+
+    job = sink.job
+    if job.spec.dirty_base:
+        summary.warnings.append(
+            "the main tree had uncommitted changes when this job was launched: they are"
+            " not in its worktree (--include-dirty carries them over)")
+    try:
+        done = worktree.commit(job, prep, ending.state.value)
+    except CodexwError as exc:
+        problem = f"changes not committed on {prep.branch}: {exc.message}"
+        ending.reason = f"{ending.reason}; {problem}" if ending.reason else problem
+        return
+    try:
+        with store.transaction():
+            store.set_files_changed(job.id, done.files_changed, job.job_key)
+        sink.job = store.get_job(job.id)
+    except CodexwError:
+        pass
 
 
 def main(argv: list[str]) -> int:

@@ -37,8 +37,12 @@ COMMANDS = {
     "doctor": ("doctor_cmd", "doctor", "Check that jobs can run here."),
     "trust": ("trust_cmd", "trust", "Let this project's config set trusted keys."),
     "untrust": ("trust_cmd", "untrust", "Stop trusting this project's config."),
+    "diff": ("isolation_cmd", "diff", "Show an isolated job's change (--worktree)."),
+    "merge": ("isolation_cmd", "merge", "Merge isolated jobs' branches into this branch."),
+    "conflicts": ("isolation_cmd", "conflicts", "Which isolated jobs touched the same lines."),
     "cleanup": ("cleanup_cmd", "cleanup", "Archive old reports, compress logs (cron-safe)."),
     "worker": ("worker_cmd", "worker", "Run Celery jobs from a queue (codexw[celery])."),
+    "mcp": ("mcp_cmd", "mcp", "Serve codexw's tools to agents over MCP (codexw[mcp])."),
     "board": ("board_cmd", "board", "Serve a live board of jobs in the browser."),
 }
 
@@ -74,11 +78,21 @@ codexw doctor --json | jq '.checks[] | select(.status != "ok")'""",
 codexw trust --list""",
     "untrust": """codexw untrust
 codexw untrust ~/src/other-project""",
+    "diff": """codexw diff 12
+codexw diff 12 --stat""",
+    "merge": """codexw merge 12
+codexw merge 12 --squash
+codexw merge --batch 7        # its succeeded jobs, one by one; stops at a conflict""",
+    "conflicts": """codexw conflicts
+codexw conflicts --batch 7 --json""",
     "cleanup": """codexw cleanup --dry-run      # what would happen (default age: 7 days)
 codexw cleanup --age 14d --keep 50
 17 3 * * *  codexw cleanup --all-projects --age 14 --quiet   # crontab""",
     "worker": """codexw worker --broker redis://HOST:6379/0 --concurrency 2
 codexw worker --broker redis://HOST:6379/0 --workspace /srv/checkout""",
+    "mcp": """codexw mcp                    # stdio: an MCP client starts it
+claude mcp add codexw -- codexw mcp
+codexw mcp --http 8765        # streamable HTTP on 127.0.0.1, bearer token""",
     "board": """codexw board                  # prints http://127.0.0.1:PORT/?token=…
 codexw board --open --all-projects --port 8765""",
 }

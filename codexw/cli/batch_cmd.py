@@ -50,6 +50,8 @@ def batch(
     backend: str = typer.Option(None, "--backend", metavar="BACKEND", help="local or celery: where the jobs run. [default: CODEXW_BACKEND, backend, else local]"),
     broker: str = typer.Option(None, "--broker", metavar="URL", help="Broker URL for --backend celery. [default: CODEXW_BROKER_URL or broker_url]"),
     queue: str = typer.Option(None, "--queue", metavar="QUEUE", help="Celery queue. [default: CODEXW_QUEUE, queue, else codex]"),
+    worktree: bool = typer.Option(None, "--worktree/--no-worktree", help="Each job in a git worktree of its own, on branch codexw/<job> (a task's own \"worktree\" wins). [default: isolation in the config, else no]"),
+    include_dirty: bool = typer.Option(False, "--include-dirty", help="With --worktree: carry this tree's uncommitted changes over as each worktree's first commit."),
     notify: list[str] = typer.Option(None, "--notify", metavar="TARGET", help="Announce the batch's end (counts, failures): desktop, webhook:URL or command:/path (repeatable; replaces notify in the config)."),
     notify_each: bool = typer.Option(False, "--notify-each", help="Also announce each job's end."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (at the end, or at once with --detach)."),
@@ -75,6 +77,7 @@ def batch(
                 task="", level=level, type=job_type, model=model, sandbox=sandbox, cwd=cd,
                 timeout=timeout, retries=retries, retry_timeouts=retry_timeouts,
                 report_sections=sections, backend=backend, broker_url=broker, queue=queue,
+                worktree=worktree, include_dirty=include_dirty,
                 notify=tuple(notify) if notify else None,
             ),
         )
@@ -144,11 +147,31 @@ def _watch(bid: int, quiet: bool) -> BatchSnapshot:
     return final
 
 
+def _new_overlaps(snap: BatchSnapshot, seen: set[tuple[int, int, bool]]) -> list[str]:
+    """A line for each pair of isolated jobs found touching the same files (once, and
+    once more when their changed lines come to overlap)."""
+    lines = []
+    for pair in snap.overlaps:
+        key = (pair.a, pair.b, bool(pair.hunks))
+        if key in seen:
+            continue
+        seen.add(key)
+        what = (f"the same lines of {', '.join(pair.hunks)}: they will conflict on merge"
+                if pair.hunks else f"{', '.join(pair.files)}, different lines")
+        lines.append(render.clean(f"overlap: jobs {pair.a} and {pair.b} change {what}"
+                                  f" (codexw conflicts --batch {snap.batch_id})", oneline=True))
+    return lines
+
+
 def _watch_plain(snapshots: Iterator[BatchSnapshot], quiet: bool) -> BatchSnapshot | None:
     seen_running: set[int] = set()
     seen_final: set[int] = set()
+    seen_overlaps: set[tuple[int, int, bool]] = set()
     snap = None
     for snap in snapshots:
+        if not quiet:
+            for line in _new_overlaps(snap, seen_overlaps):
+                render.write(line + "\n")
         for job in snap.jobs:
             if quiet:
                 continue
@@ -174,6 +197,7 @@ def _watch_rich(snapshots: Iterator[BatchSnapshot]) -> BatchSnapshot | None:
     )
     bar = progress.add_task("", total=None)
     seen_final: set[int] = set()
+    seen_overlaps: set[tuple[int, int, bool]] = set()
     snap = None
     started = time.time()
 
@@ -191,6 +215,8 @@ def _watch_rich(snapshots: Iterator[BatchSnapshot]) -> BatchSnapshot | None:
 
     with Live(auto_refresh=True, refresh_per_second=4) as live:
         for snap in snapshots:
+            for line in _new_overlaps(snap, seen_overlaps):
+                live.console.print(render.rich_text(line, "yellow"), highlight=False)
             for job in snap.jobs:
                 if job.state.is_final and job.id not in seen_final:
                     seen_final.add(job.id)

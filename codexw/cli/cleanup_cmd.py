@@ -43,6 +43,7 @@ def cleanup(
         help="Forget finished jobs (and their logs) of project directories that are gone.",
     ),
     # No -n: across commands -n is --latest (status).
+    prune_branches: bool = typer.Option(False, "--prune-branches", help="Also delete the branches (and uncommitted work) of isolated jobs that were never merged."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would happen; change nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless something went wrong."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -67,6 +68,7 @@ def cleanup(
             age=age, keep=keep, job_type=job_type, compress_only=compress_only,
             delete_archives_older=delete_archives_older, all_projects=all_projects, root=root,
             prune_missing=prune_missing, dry_run=dry_run, lock_wait=wait,
+            prune_branches=prune_branches,
         )
     )
     if as_json:
@@ -95,7 +97,8 @@ def _print(result: CleanupResult) -> None:
         out.append(f"project directory is gone: {project}{hint}")
     n = result.count
     archived, logs = n("archive", "report"), n("compress", "log")
-    compressed, deleted = n("compress", "report"), n("delete")
+    trees, branches = n("delete", "worktree"), n("delete", "branch")
+    compressed, deleted = n("compress", "report"), n("delete") - trees - branches
     parts = [
         f"{would}archive {_plural(archived, 'report')}" if would else
         f"archived {_plural(archived, 'report')}",
@@ -106,6 +109,9 @@ def _print(result: CleanupResult) -> None:
     if n("repair"):
         parts.append(f"{'finish' if would else 'finished'} {n('repair')} left by an"
                      " interrupted cleanup")
+    if trees or branches:
+        parts.append(f"{'remove' if would else 'removed'} {_plural(trees, 'worktree')} and"
+                     f" {branches} branch{'es' * (branches != 1)}")
     if result.pruned_jobs:
         parts.append(f"{'forget' if would else 'forgot'} {_plural(result.pruned_jobs, 'job')}"
                      " of missing projects")

@@ -12,7 +12,7 @@ import typer
 from codexw.cli import render
 from codexw.core.durations import format_duration
 from codexw.core.errors import EXIT_INTERRUPTED, UsageError
-from codexw.core.models import Job, JobState
+from codexw.core.models import REMOTE_BACKENDS, Job, JobState
 
 STATES = ", ".join(s.value for s in JobState)
 
@@ -125,14 +125,23 @@ def _empty_text(empty: svc_status.EmptyListing) -> str:
 HEADERS = ["ID", "STATE", "LEVEL", "TYPE", "TIME", "PID", "TASK", "REPORT"]
 
 
-def _headers(many: bool) -> list[str]:
-    return [*HEADERS[:-1], "PROJECT", HEADERS[-1]] if many else HEADERS
+def _headers(many: bool, jobs: list[Job] | None = None) -> list[str]:
+    headers = [*HEADERS[:-1], "PROJECT", HEADERS[-1]] if many else list(HEADERS)
+    if _isolated(jobs or []):
+        headers[-1:-1] = ["BRANCH", "FILES"]
+    return headers
+
+
+def _isolated(jobs: list[Job]) -> bool:
+    """Whether a listing shows BRANCH and FILES: when one of its jobs has a worktree."""
+    return any(j.spec.branch for j in jobs)
 
 
 def _rows(jobs: list[Job], many: bool = False) -> list[list[str]]:
     """Table cells, each through the sanitiser (one line each). REPORT is relative to
     the job's project (`.codexw/…`): with several projects, PROJECT says which."""
     rows = []
+    isolated = _isolated(jobs)
     for j in jobs:
         cells = [
             str(j.id),
@@ -140,12 +149,16 @@ def _rows(jobs: list[Job], many: bool = False) -> list[list[str]]:
             j.spec.level,
             j.spec.type,
             render.age_or_duration(j),
-            str(j.runner_pid or "-"),
+            str(_pid_of(j) or "-"),
             render.task_head(j.spec.task),
             _short_path(j.report_path),
         ]
         if many:
             cells.insert(-1, _home_short(j.spec.project))
+        if isolated:
+            merged = " (merged)" if j.merged_at else ""
+            cells[-1:-1] = [(j.spec.branch or "-") + merged,
+                            "-" if j.files_changed is None else str(j.files_changed)]
         rows.append([render.clean(cell, oneline=True) for cell in cells])
     return rows
 
@@ -167,7 +180,7 @@ def _rich_table(jobs: list[Job], many: bool = False) -> Table:
 
     table = Table(box=None, header_style="bold", pad_edge=False, expand=True)
     rows = _rows(jobs, many)
-    for i, header in enumerate(_headers(many)):
+    for i, header in enumerate(_headers(many, jobs)):
         if header in ("TASK", "REPORT", "PROJECT"):
             # These share what the narrow columns leave (the task most); the rest always
             # show whole: an 80-column terminal lost ID and TASK to a long report path.
@@ -188,7 +201,7 @@ def _print_table(jobs: list[Job], many: bool = False) -> None:
     if render.is_tty():
         render.console().print(_rich_table(jobs, many))
     else:
-        render.write(render.plain_table(_headers(many), _rows(jobs, many)) + "\n")
+        render.write(render.plain_table(_headers(many, jobs), _rows(jobs, many)) + "\n")
 
 
 def _watch(listings: Generator[list[Job], None, None], many: bool) -> None:
@@ -207,6 +220,12 @@ def _watch(listings: Generator[list[Job], None, None], many: bool) -> None:
         raise typer.Exit(EXIT_INTERRUPTED) from None  # 130, as every command's Ctrl-C
 
 
+def _pid_of(job: Job) -> int | None:
+    """The PID a person looks for: the runner's, or the app-server's that runs the job
+    as one thread among others (`--backend app-server`)."""
+    return job.codex_pgid if job.spec.backend == "app-server" else job.runner_pid
+
+
 def _print_detail(detail: svc_status.JobDetail) -> None:
     job = detail.job
     s = job.spec
@@ -223,7 +242,9 @@ def _print_detail(detail: svc_status.JobDetail) -> None:
         ("ended", _ts(job.ended_at)),
         ("duration", format_duration(job.duration)),
         ("timeout", format_duration(s.timeout) if s.timeout else "none"),
-        ("runner pid", str(job.runner_pid or "-")),
+        ("runner pid", str(job.runner_pid or "-")
+         + (" (the app-server's supervisor)" if s.backend == "app-server" else "")),
+        ("codex", job.codex_exec or "-"),
         ("exit status", "-" if job.exit_code is None else str(job.exit_code)),
         ("last action", job.last_action or "-"),
         ("tokens", " ".join(f"{k.replace('_tokens', '')}={v}" for k, v in job.tokens.items())),
@@ -231,10 +252,15 @@ def _print_detail(detail: svc_status.JobDetail) -> None:
         ("report", job.report_path or "-"),
         ("log", job.log_path or "-"),
     ]
-    if s.backend != "local":
+    if s.backend in REMOTE_BACKENDS:
         lines.append(("backend", f"{s.backend}, queue {s.queue or '-'},"
                                  f" task {job.celery_task_id or '-'}"))
         lines.append(("worker", job.host or "- (not taken by a worker yet)"))
+    if s.branch:
+        files = "" if job.files_changed is None else f", {render.plural(job.files_changed, 'file')} changed"
+        merged = f", merged {_ts(job.merged_at)}" if job.merged_at else ""
+        lines.append(("branch", f"{s.branch} from {(s.base_commit or '')[:12]}{files}{merged}"))
+        lines.append(("worktree", s.worktree or "-"))
     if s.batch_id:
         lines.append(("batch", str(s.batch_id)))
     if s.after:

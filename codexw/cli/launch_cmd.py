@@ -103,9 +103,11 @@ def launch(
     skip_git_repo_check: bool = typer.Option(False, "--skip-git-repo-check", help="Let codex run outside a git repository (automatic there; noted in the report)."),
     codex_arg: list[str] = typer.Option(None, "--codex-arg", metavar="ARG", help="Extra argument passed to codex exec (repeatable)."),
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the job to end, like `codexw wait`."),
-    backend: str = typer.Option(None, "--backend", metavar="BACKEND", help="local (a runner here) or celery (a `codexw worker`). [default: CODEXW_BACKEND, backend, else local]"),
+    backend: str = typer.Option(None, "--backend", metavar="BACKEND", help="local (a runner here), celery (a `codexw worker`) or app-server (experimental: a thread of one warm `codex app-server`). [default: CODEXW_BACKEND, backend, else local]"),
     broker: str = typer.Option(None, "--broker", metavar="URL", help="Broker URL for --backend celery, e.g. redis://HOST:6379/0. [default: CODEXW_BROKER_URL or broker_url]"),
     queue: str = typer.Option(None, "--queue", metavar="QUEUE", help="Celery queue. [default: CODEXW_QUEUE, queue, else codex]"),
+    worktree: bool = typer.Option(None, "--worktree/--no-worktree", help="Run in a git worktree of its own, on branch codexw/<job>, from the commit HEAD points at now (docs/isolation.md). [default: isolation in the config, else no]"),
+    include_dirty: bool = typer.Option(False, "--include-dirty", help="With --worktree: carry this tree's uncommitted changes over as the worktree's first commit."),
     notify: list[str] = typer.Option(None, "--notify", metavar="TARGET", help="Announce the job's end: desktop, webhook:URL or command:/path (repeatable; replaces notify in the config)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
@@ -159,6 +161,8 @@ def launch(
             backend=backend,
             broker_url=broker,
             queue=queue,
+            worktree=worktree,
+            include_dirty=include_dirty,
             notify=tuple(notify) if notify else None,
         )
     )
@@ -183,6 +187,9 @@ def show_launched(result: LaunchResult, *, as_json: bool, wait: bool, command: s
         state = "" if job.runner_pid else f" ({job.state.value}: {result.waiting_for})"
         lines = [f"job {job.id}  pid {pid}{state}{extra}",
                  f"report {render.clean(job.report_path, oneline=True)}"]
+        if job.spec.branch:
+            lines.append(f"branch {render.clean(job.spec.branch, oneline=True)}  worktree"
+                         f" {render.clean(job.spec.worktree, oneline=True)}")
         if not wait and not job.state.is_final:
             lines.append(f"next: `codexw wait {job.id}` (returns when it ends),"
                          f" `codexw status {job.id}`, `codexw logs {job.id} -f`")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from typing import Protocol
 
@@ -21,6 +22,7 @@ from codexw.core.models import Job
 BACKENDS = {
     "local": "codexw.backends.local:BACKEND",
     "celery": "codexw.backends.celery:BACKEND",
+    "app-server": "codexw.backends.appserver:BACKEND",  # experimental
 }
 
 
@@ -35,6 +37,10 @@ class Backend(Protocol):
 
     def stop_leftovers(self, job: Job) -> None:
         """After `job`'s process vanished: stop whatever of its work survives."""
+
+    def request_stop(self, job: Job) -> bool:
+        """Ask the process running `job` to stop it (its kill request is recorded
+        already); False if there is no such process to ask."""
 
 
 _loaded: dict[str, Backend] = {}
@@ -69,3 +75,8 @@ class RunnerBackend:
 
     def stop_leftovers(self, job: Job) -> None:
         raise NotImplementedError
+
+    def request_stop(self, job: Job) -> bool:
+        """SIGTERM to the job's own process, which stops codex and records the end."""
+        return bool(job.runner_pid) and process.signal_pid(
+            job.runner_pid or 0, signal.SIGTERM, job.runner_start)

@@ -10,7 +10,8 @@ from typing import Any
 from codexw.core.errors import UsageError
 from codexw.core.models import JOB_NAME_RE
 
-KEYS = {"task", "level", "type", "model", "priority", "timeout", "retries", "name", "after"}
+KEYS = {"task", "level", "type", "model", "priority", "timeout", "retries", "name", "after",
+        "worktree"}
 
 
 @dataclass
@@ -25,6 +26,7 @@ class BatchEntry:
     retries: int | None = None
     name: str | None = None
     after: list[str] = field(default_factory=list)
+    worktree: bool | None = None  # a git worktree of its own (None: the batch's choice)
 
 
 def detect_format(source: str, text: str) -> str:
@@ -126,6 +128,10 @@ def _entry(data: Any, where: str) -> BatchEntry:
             raise UsageError(f"{where}: {key!r} must be a whole number")
         if value is not None:
             setattr(entry, key, value)
+    worktree = data.get("worktree")
+    if worktree is not None and not isinstance(worktree, bool):
+        raise UsageError(f"{where}: 'worktree' must be true or false")
+    entry.worktree = worktree
     timeout = data.get("timeout")
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, str | int | float):

@@ -18,10 +18,29 @@ from codexw.core.models import TOKEN_KEYS, JobSpec
 # event stream it parses were checked on these.
 MIN_CODEX_VERSION = (0, 169, 0)
 TESTED_CODEX_VERSION = "0.169.0"
+# `--backend app-server` speaks codex's experimental app-server protocol, which changes
+# between releases: only these versions are accepted (tests/e2e/test_app_server.py).
+APP_SERVER_TESTED_VERSIONS = ("0.169.0",)
 INSTALL_HINT = (
     f"install it with `npm install -g @openai/codex` ({TESTED_CODEX_VERSION} or newer), or"
     " point codex_bin (config) or CODEXW_CODEX_BIN at it; `codexw doctor` checks the setup"
 )
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    match = re.search(r"(\d+)\.(\d+)\.(\d+)", text)
+    return tuple(int(x) for x in match.groups()) if match else None
+
+
+def app_server_refusal(version_output: str) -> str | None:
+    """Why `--backend app-server` will not drive this codex (None: it will)."""
+    version = parse_version(version_output)
+    shown = ".".join(map(str, version)) if version else repr(version_output.strip()[:40])
+    if version is not None and shown in APP_SERVER_TESTED_VERSIONS:
+        return None
+    return (f"codex {shown} is not a version the app-server backend was tested with"
+            f" ({', '.join(APP_SERVER_TESTED_VERSIONS)}): its protocol changes between releases;"
+            f" use the default backend, or install @openai/codex@{APP_SERVER_TESTED_VERSIONS[-1]}")
 
 
 def missing_codex(codex_bin: str) -> tuple[str, str]:
@@ -92,8 +111,9 @@ def auto_skip_git_check(spec: JobSpec) -> bool:
     return not in_git_repo(spec.cwd) and "--skip-git-repo-check" not in spec.codex_args
 
 
-def build_argv(spec: JobSpec) -> list[str]:
-    """argv for one run; the prompt always goes on stdin (`-`), never on argv.
+def build_argv(spec: JobSpec, program: str | None = None) -> list[str]:
+    """argv for one run; the prompt always goes on stdin (`-`), never on argv. `program`
+    is what to exec for codex (core.codexbin), `spec.codex_bin` by default.
 
     A follow-up is `codex exec [OPTIONS] resume THREAD -`: the `resume` subcommand
     itself rejects -s, -C, --add-dir and -p, but codex (0.169.0, checked against the
@@ -101,7 +121,7 @@ def build_argv(spec: JobSpec) -> list[str]:
     run falls back to a read-only sandbox.
     """
     argv = [
-        spec.codex_bin,
+        program or spec.codex_bin,
         "exec",
         "--json",
         "-c",

@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 from codexw.core import notices, paths
 from codexw.core.durations import parse_duration
 from codexw.core.errors import ConfigError, UsageError
-from codexw.core.models import BACKENDS, LEVELS, SANDBOXES, is_job_type
+from codexw.core.models import BACKENDS, ISOLATIONS, LEVELS, SANDBOXES, is_job_type
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 QUEUE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 BROKER_SCHEMES = ("redis://", "rediss://")
+# A prefix git accepts in any branch name (no "..", "@{", leading '-' or '.', ...).
+BRANCH_PREFIX_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:[/.][A-Za-z0-9_-]+)*[/_.-]?")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,21 @@ class Config:
     # On: codexw appends to every prompt a request for a final message in the report's
     # sections (codex.PROMPT_SUFFIX); `report_sections = false` sends the task alone.
     report_sections: bool = True
+    # How deep jobs may launch jobs: a launch from inside a job whose codex runs at
+    # CODEXW_DEPTH >= max_depth is refused (core.validate.check_depth).
+    max_depth: int = 2
+    # Start an npm-installed codex as its native binary (core.codexbin); false runs the
+    # Node wrapper as installed.
+    codex_native: bool = True
+    # --backend app-server: an app-server with no running turn for this long shuts down.
+    app_server_idle: float = 600.0
+    # A git worktree per job (docs/isolation.md): "none" or "worktree"; the branch is
+    # <branch_prefix><job id>; files copied in from the project, and an argv run in the
+    # worktree before codex.
+    isolation: str = "none"
+    branch_prefix: str = "codexw/"
+    worktree_copy: tuple[str, ...] = ()
+    worktree_setup: tuple[str, ...] = ()
     # Where job ends are announced (core.announce): desktop, webhook:URL, command:PATH.
     notify: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict, compare=False)
@@ -112,6 +129,16 @@ def _stays_local(value: Any, base: Any) -> bool:
     return bool(value == "local")
 
 
+def _no_deeper(value: Any, base: Any) -> bool:
+    # A project may bound fan-out more tightly than the user, never less.
+    return bool(value <= base)
+
+
+def _inside_project(value: Any, base: Any) -> bool:
+    # Files copied from the project into the project's own worktree reveal nothing new.
+    return all(not os.path.isabs(p) and ".." not in Path(p).parts for p in value)
+
+
 def _desktop_only(value: Any, base: Any) -> bool:
     # notify-send shows a line on this user's screen: no program of the project's
     # choosing runs and nothing leaves the machine.
@@ -131,6 +158,9 @@ NEEDS_TRUST: dict[str, Callable[[Any, Any], bool] | None] = {
     "templates_dir": None,  # reads files anywhere into reports (a template may be a symlink)
     "broker_url": None,  # where tasks (and project paths) are sent
     "backend": _stays_local,  # celery sends the task off this machine
+    "max_depth": _no_deeper,  # a deeper tree of jobs launching jobs spends the user's account
+    "worktree_setup": None,  # runs a program
+    "worktree_copy": _inside_project,  # a path outside the project would leak a file
     "notify": _desktop_only,  # a webhook sends job data away, a command runs a program
 }
 
@@ -140,7 +170,7 @@ def on_notice(sink: Callable[[str], None] | None) -> None:
     notices.set_sink(sink)
 
 
-_DURATION_KEYS = {"timeout", "kill_grace", "backoff_base", "backoff_max"}
+_DURATION_KEYS = {"timeout", "kill_grace", "backoff_base", "backoff_max", "app_server_idle"}
 
 
 def _expected(key: str) -> str:
@@ -149,15 +179,23 @@ def _expected(key: str) -> str:
         "sandbox": "one of " + ", ".join(SANDBOXES),
         "type": "a name matching [a-z0-9][a-z0-9_-]{0,31}",
         "max_parallel": "a whole number of at least 1",
+        "max_depth": "a whole number from 1 to 100",
         "retries": "a whole number of at least 0",
         "retry_timeouts": "true or false",
         "track_reports": "true or false",
         "report_sections": "true or false",
+        "codex_native": "true or false",
         "codex_args": "a list of strings",
         "notify": "a list of desktop, webhook:URL (http or https), command:/absolute/path",
         "backend": "one of " + ", ".join(BACKENDS),
         "broker_url": "a Redis URL such as redis://host:6379/0 (redis:// or rediss://)",
         "queue": "a queue name: letters, digits, '_', '.', ':' or '-', up to 64",
+        "isolation": "one of " + ", ".join(ISOLATIONS),
+        "branch_prefix": "a git branch name prefix such as codexw/ (letters, digits, '/', '.',"
+                         " '_' or '-')",
+        "worktree_copy": "a list of paths relative to the project",
+        "worktree_setup": "a command as a list of strings, e.g. [\"npm\", \"ci\"]"
+                          " (never a shell string)",
     }.get(key, "a duration such as 90s, 20m or 2h" if key in _DURATION_KEYS else "a string")
 
 
@@ -178,18 +216,18 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
             return parse_duration(str(value), what=key)
         except UsageError:
             raise bad() from None
-    if key in ("max_parallel", "retries"):
+    if key in ("max_parallel", "retries", "max_depth"):
         if isinstance(value, str):
             try:
                 value = int(value)
             except ValueError:
                 raise bad() from None
         if isinstance(value, bool) or not isinstance(value, int) or value < (
-            1 if key == "max_parallel" else 0
+            0 if key == "retries" else 1
         ):
             raise bad()
         return value
-    if key in ("retry_timeouts", "track_reports", "report_sections"):
+    if key in ("retry_timeouts", "track_reports", "report_sections", "codex_native"):
         if isinstance(value, str):
             lowered = value.lower()
             if lowered in ("1", "true", "yes", "on"):
@@ -218,6 +256,16 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise bad()
         return tuple(value)
+    if key in ("worktree_copy", "worktree_setup"):
+        if isinstance(value, str) and where.startswith("environment variable"):
+            value = value.split(os.pathsep) if key == "worktree_copy" else shlex.split(value)
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(v, str) and v and "\x00" not in v for v in value
+        ):
+            raise bad()
+        if key == "worktree_copy" and any(".." in Path(v).parts for v in value):
+            raise bad()
+        return tuple(value)
     if not isinstance(value, str) or not value:
         raise bad()
     if key == "level" and value not in LEVELS:
@@ -233,6 +281,10 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
     ):
         raise bad()
     if key == "queue" and not QUEUE_NAME_RE.fullmatch(value):
+        raise bad()
+    if key == "isolation" and value not in ISOLATIONS:
+        raise bad()
+    if key == "branch_prefix" and not BRANCH_PREFIX_RE.fullmatch(value):
         raise bad()
     return value
 

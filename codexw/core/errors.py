@@ -68,3 +68,21 @@ class BusyError(CodexwError):
     """Another codexw process holds a lock this command needs, for longer than it waits."""
 
     exit_code = EXIT_FAILED
+
+
+class GitError(CodexwError):
+    """A git command codexw needs failed (a worktree, a commit, a merge): the
+    repository's state, not the command line."""
+
+    exit_code = EXIT_FAILED
+
+
+class MergeConflict(CodexwError):
+    """A job's branch does not merge cleanly; the tree was left as it was."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, hint: str | None = None,
+                 files: tuple[str, ...] = ()) -> None:
+        super().__init__(message, hint)
+        self.files = files

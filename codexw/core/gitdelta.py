@@ -31,19 +31,36 @@ class Snapshot:
     walked: bool = False  # a listing of a folder outside git, not `git status`
 
 
-def _git(cwd: str, *args: str) -> bytes | None:
-    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C")  # never take index.lock
+def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every git command of codexw runs with: no optional locks (a
+    status never takes index.lock), C messages, and no GIT_DIR/GIT_WORK_TREE of the
+    caller's steering git elsewhere."""
+    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
     env.pop("GIT_DIR", None)
     env.pop("GIT_WORK_TREE", None)
+    env.pop("GIT_INDEX_FILE", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def git_run(
+    cwd: str, *args: str, env: dict[str, str] | None = None, timeout: float = GIT_TIMEOUT,
+) -> subprocess.CompletedProcess[bytes] | None:
+    """Run `git ARGS` in `cwd` (argv, never a shell); None when git cannot be run
+    (not installed, timed out). stdout and stderr are captured."""
     try:
-        done = subprocess.run(
-            # No git on PATH: OSError, handled below.
-            ["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=GIT_TIMEOUT, check=False,
+        return subprocess.run(
+            ["git", *args], cwd=cwd, env=git_env(env), stdin=subprocess.DEVNULL,
+            capture_output=True, timeout=timeout, check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout if done.returncode == 0 else None
+
+
+def _git(cwd: str, *args: str) -> bytes | None:
+    done = git_run(cwd, *args)
+    return done.stdout if done is not None and done.returncode == 0 else None
 
 
 def _stat(path: str) -> tuple[int, int] | None:

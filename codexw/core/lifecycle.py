@@ -87,6 +87,13 @@ def queue_with_report(
     its runner writes it."""
     job_id = store.insert_job(spec, now=now, **kw)
     job = store.get_job(job_id)
+    if spec.isolation != "none":
+        from codexw.core import worktree
+
+        where = worktree.assign(spec, job_id, job.job_key)
+        if where is not None:  # a branch and worktree of its own (or of the conversation)
+            store.set_worktree(job_id, *where)
+            job = store.get_job(job_id)
     try:
         path = write_temp_report(job, path=reports.new_temp_report_path(job))
     except OSError:
@@ -223,6 +230,7 @@ def record_end(
             thread_id=summary.thread_id if summary is not None else None,
             report_path=report_path,
             last_action=summary.last_action if summary is not None else None,
+            files=dict(summary.files) if summary is not None else None,
             only_runner_pid=only_runner_pid,
             expect_state=expect_state,
             job_key=job.job_key,

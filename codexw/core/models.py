@@ -106,8 +106,9 @@ class JobSpec:
     template: str | None = None
     resume_thread: str | None = None
     resume_of: int | None = None
-    # Where it runs: "local" (a runner on this machine) or "celery" (a worker of the
-    # broker's queue; see codexw.backends).
+    # Where it runs: "local" (a runner on this machine), "celery" (a worker of the
+    # broker's queue) or "app-server" (a thread of a codex app-server here; experimental).
+    # See codexw.backends.
     backend: str = "local"
     broker_url: str | None = None
     queue: str | None = None
@@ -118,12 +119,35 @@ class JobSpec:
     env_key: str | None = None
     # Whether codex's prompt asks for a final message in the report's sections.
     report_sections: bool = True
+    # Whether an npm-installed codex starts as its native binary, not through the Node
+    # wrapper (core.codexbin).
+    codex_native: bool = True
+
+    # Isolation (docs/isolation.md): "none", or "worktree": the job runs in a git
+    # worktree of its own under the state dir, on `branch`, made by its runner from
+    # `base_commit` (what HEAD pointed at when the job was launched). `branch` and
+    # `worktree` are assigned when the job is recorded (core.worktree.assign).
+    isolation: str = "none"
+    base_commit: str | None = None
+    branch: str | None = None
+    worktree: str | None = None
+    branch_prefix: str = "codexw/"
+    # Copied from the project into the worktree, and run there before codex (an argv).
+    worktree_copy: tuple[str, ...] = ()
+    worktree_setup: tuple[str, ...] = ()
+    # The main tree had uncommitted changes at launch that the worktree does not have.
+    dirty_base: bool = False
     # Where the end of this job is announced (core.announce): `desktop`, `webhook:URL`,
     # `command:PATH`; copied from config and flags at launch (the runner reads no config).
     notify: tuple[str, ...] = ()
 
 
-BACKENDS = ("local", "celery")
+
+BACKENDS = ("local", "celery", "app-server")
+# Backends whose jobs run on another machine: the worker's codex, CODEX_HOME and
+# environment, nothing of the launching command's.
+REMOTE_BACKENDS = ("celery",)
+ISOLATIONS = ("none", "worktree")
 
 
 @dataclass
@@ -148,6 +172,8 @@ class Job:
     reason: str | None = None
     retryable: bool = False
     tokens: dict[str, int] = field(default_factory=dict)
+    # What the run changed, path -> kind (add, update, delete…), recorded when it ends.
+    files: dict[str, str] = field(default_factory=dict)
     thread_id: str | None = None
     report_path: str | None = None
     log_path: str | None = None
@@ -158,6 +184,12 @@ class Job:
     # Random, per attempt: a runner recognises its own job (and its TEMP report) by it,
     # not by the id alone, which a new registry or a second state dir can reuse.
     job_key: str | None = None
+    # What the runner started for codex (core.codexbin.CodexProgram.describe).
+    codex_exec: str | None = None
+    # Isolated jobs: files its branch changed against its base commit (recorded when the
+    # runner commits them), and when `codexw merge` brought the branch in.
+    files_changed: int | None = None
+    merged_at: float | None = None
 
     @property
     def duration(self) -> float | None:
@@ -178,6 +210,7 @@ class Job:
             "max_attempts": self.spec.retries + 1,
             "duration": self.duration,
             "tokens": dict(self.tokens),
+            "files": [{"path": p, "kind": k} for p, k in sorted(self.files.items())],
         }
         return {
             key: computed[key] if key in computed
@@ -196,8 +229,10 @@ JOB_JSON_KEYS = (
     "id", "state", "task", "level", "type", "model", "sandbox", "cwd", "project", "timeout",
     "priority", "batch_id", "name", "after", "attempt", "max_attempts", "retry_of",
     "resume_of", "queued_at", "started_at", "ended_at", "duration", "not_before",
-    "runner_pid", "codex_pgid", "exit_code", "reason", "tokens", "thread_id", "report_path",
+    "runner_pid", "codex_pgid", "exit_code", "reason", "tokens", "files", "thread_id",
+    "report_path",
     "log_path", "last_action", "host", "backend", "queue", "celery_task_id",
+    "branch", "base_commit", "worktree", "merged_at", "files_changed",
 )
 _SPEC_FIELD_NAMES = frozenset(f.name for f in fields(JobSpec)) - frozenset(
     f.name for f in fields(Job)

@@ -61,16 +61,19 @@ def temp_report_job(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def final_report(queued_at: float, job_id: int, runner_pid: int | None) -> str:
-    """`<stamp>_<runner PID>_codex_task.md`; a job that never ran has no PID: `J<job>`."""
-    who = str(runner_pid) if runner_pid else f"J{job_id}"
+def final_report(queued_at: float, job_id: int, runner_pid: int | None,
+                 shared: bool = False) -> str:
+    """`<stamp>_<runner PID>_codex_task.md`; a job that never ran has no PID: `J<job>`,
+    and one run by a process shared with other jobs (an app-server) `A<job>`."""
+    who = f"A{job_id}" if shared and runner_pid else str(runner_pid) if runner_pid else f"J{job_id}"
     return f"{stamp(queued_at)}_{who}{REPORT_SUFFIX}"
 
 
 def open_report_prefixes(queued_at: float, job_id: int, runner_pid: int | None) -> tuple[str, ...]:
     """Starts of the final report names a job that has not ended may be writing."""
     when = stamp(queued_at)
-    found = (f"{when}_J{job_id}_", f"{when}_J{job_id}{REPORT_SUFFIX}")
+    found = (f"{when}_J{job_id}_", f"{when}_J{job_id}{REPORT_SUFFIX}",
+             f"{when}_A{job_id}_", f"{when}_A{job_id}{REPORT_SUFFIX}")
     return found + ((f"{when}_{runner_pid}_",) if runner_pid else ())
 
 

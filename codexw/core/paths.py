@@ -52,12 +52,32 @@ def user_config_file() -> Path:
 
 
 def project_root(start: str | os.PathLike[str]) -> Path:
-    """The git top-level containing `start`, else `start` itself (no subprocess)."""
+    """The git top-level containing `start`, else `start` itself (no subprocess). In a
+    job's own worktree (under <state dir>/worktrees/), the main repository's: the job
+    and whatever runs there belong to the main project."""
     here = Path(start).resolve()
     for candidate in (here, *here.parents):
-        if (candidate / ".git").exists():
-            return candidate
+        dot_git = candidate / ".git"
+        if dot_git.exists():
+            return (_main_of_worktree(candidate, dot_git) if dot_git.is_file() else None) or candidate
     return here
+
+
+def _main_of_worktree(top: Path, dot_git: Path) -> Path | None:
+    """For a codexw worktree, the main repository its `.git` file points into
+    (`gitdir: <main>/.git/worktrees/<name>`); None for any other checkout."""
+    try:
+        top.relative_to(state_dir().resolve() / "worktrees")
+        text = dot_git.read_text(encoding="utf-8", errors="replace")[:4096]
+    except (ValueError, OSError):
+        return None
+    if not text.startswith("gitdir: "):
+        return None
+    gitdir = Path(text[len("gitdir: "):].strip())
+    if gitdir.parent.name != "worktrees" or gitdir.parent.parent.name != ".git":
+        return None
+    main = gitdir.parent.parent.parent
+    return main if main.is_dir() else None
 
 
 def codexw_dir(project: str | os.PathLike[str]) -> Path:

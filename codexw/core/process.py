@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -57,6 +58,14 @@ def create_time(pid: int) -> float | None:
         return round(proc.create_time(), 2)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
+
+
+def now_token() -> float:
+    """Now, in `create_time`'s units (seconds since boot on Linux): to tell processes
+    started after a moment from older ones."""
+    if _LINUX:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    return time.time()
 
 
 def is_alive(pid: int | None, started: float | None) -> bool:
@@ -128,7 +137,7 @@ def job_marker(job_id: int, state_dir: str) -> dict[str, str]:
     return {JOB_ENV: str(job_id), "CODEXW_STATE_DIR": state_dir}
 
 
-def _environ(pid: int) -> dict[str, str] | None:
+def environ_of(pid: int) -> dict[str, str] | None:
     if _LINUX:
         try:
             with open(f"/proc/{pid}/environ", "rb") as fh:
@@ -151,7 +160,7 @@ def group_carries(pgid: int, marker: dict[str, str]) -> bool:
     pgid whose number was reused by an unrelated group fails this and must never
     be signalled."""
     for pid in group_members(pgid):
-        env = _environ(pid)
+        env = environ_of(pid)
         if env is not None and all(env.get(k) == v for k, v in marker.items()):
             return True
     return False
@@ -266,10 +275,39 @@ def spawn_detached(argv: list[str], log: Path, env: dict[str, str]) -> tuple[int
     return child.pid, create_time(child.pid)
 
 
+def ancestors_env(name: str, limit: int = 64) -> list[str]:
+    """`name`'s value in the environment each ancestor of this process was started
+    with (Linux /proc), nearest first. Finds what a parent did not pass on: an MCP
+    client such as Codex starts its servers with a few variables only."""
+    key = name.encode() + b"="
+    found: list[str] = []
+    pid = os.getppid()
+    for _ in range(limit):
+        if pid <= 1:
+            break
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                environ = fh.read(1 << 20)
+        except OSError:  # another user's process, or gone: nothing to read there
+            environ = b""
+        for item in environ.split(b"\0"):
+            if item.startswith(key):
+                found.append(item[len(key):].decode("utf-8", "replace"))
+                break
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                pid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return found
+
+
 def reap_children() -> None:
     for child in list(_children):
         if child.poll() is not None:
-            _children.remove(child)
+            # `codexw mcp` runs services in threads: another may have removed it.
+            with contextlib.suppress(ValueError):
+                _children.remove(child)
 
 
 def forget_children() -> None:

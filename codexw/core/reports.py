@@ -58,9 +58,13 @@ def _nofollow(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW)
 
 
+SHARED_BACKEND = "app-server"  # one process runs many jobs: reports carry A<job>, not a PID
+
+
 def final_report_name(job: Job) -> str:
     """`<stamp>_<runner PID>_codex_task.md`; a job that never ran has no PID: `J<id>`."""
-    return naming.final_report(job.queued_at, job.id, job.runner_pid)
+    return naming.final_report(job.queued_at, job.id, job.runner_pid,
+                               shared=job.spec.backend == SHARED_BACKEND)
 
 
 def fmt_time(ts: float | None) -> str:

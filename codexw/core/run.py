@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from codexw.core import gitdelta, naming, process
+from codexw.core import codexbin, gitdelta, naming, process, validate
 from codexw.core.codex import (
     RunSummary,
     auto_skip_git_check,
@@ -26,6 +26,7 @@ from codexw.core.codex import (
     build_prompt,
     is_transient,
 )
+from codexw.core.codexbin import CodexProgram
 from codexw.core.errors import CodexwError
 from codexw.core.lifecycle import Ending
 from codexw.core.models import JobSpec, JobState
@@ -78,8 +79,9 @@ class RunSink(Protocol):
     def log_file(self) -> Path:
         """Where codex's raw event stream is appended (stderr goes beside it)."""
 
-    def on_started(self, codex_pid: int) -> bool:
-        """codex runs; False if the job was ended meanwhile elsewhere (stop at once)."""
+    def on_started(self, codex_pid: int, program: CodexProgram) -> bool:
+        """codex runs (as `program`); False if the job was ended meanwhile elsewhere
+        (stop at once)."""
 
     def on_progress(self, summary: RunSummary, changed: bool) -> None:
         """Called when codex has started, then about once per PROGRESS_INTERVAL while it
@@ -100,6 +102,9 @@ def codex_env(base: dict[str, str], spec: JobSpec, marker: dict[str, str]) -> di
     marker that tells its process group from a reused one, and the job's CODEX_HOME."""
     env = dict(base)
     env.update(marker)
+    # One level deeper than the command that launched it: a codexw launched by this
+    # codex (through a shell or `codexw mcp`) knows how deep it is (validate.check_depth).
+    env[validate.DEPTH_ENV] = str((validate.depth_of(base) or 0) + 1)
     if spec.codex_home:
         env["CODEX_HOME"] = spec.codex_home
     return env
@@ -145,6 +150,7 @@ class CodexRun:
         self.ended_elsewhere = False
         self.progress = Throttle()
         self.changed = False
+        self.program = codexbin.locate(spec.codex_bin, spec.codex_native)
 
     def execute(self, wakeup_fd: int) -> Ending:
         """Start codex and follow it to its end. Trouble of this machine (a full disk, an
@@ -188,12 +194,12 @@ class CodexRun:
         with prompt:
             try:
                 self.codex = subprocess.Popen(
-                    build_argv(spec),
+                    build_argv(spec, self.program.path),
                     stdin=prompt,
                     stdout=subprocess.PIPE,
                     stderr=stderr_fd,
                     cwd=spec.cwd,
-                    env=self.env,
+                    env=self.program.environ(self.env),
                     start_new_session=True,  # its own process group: we signal the group
                     preexec_fn=_codex_preexec,
                     close_fds=True,
@@ -201,14 +207,14 @@ class CodexRun:
             except FileNotFoundError as exc:
                 if not os.path.isdir(spec.cwd):
                     return f"working directory {spec.cwd} does not exist"
-                return f"codex not found: {spec.codex_bin} ({exc.strerror})"
+                return f"codex not found: {self.program.path} ({exc.strerror})"
             except PermissionError as exc:
-                return f"codex is not executable: {spec.codex_bin} ({exc.strerror})"
+                return f"codex is not executable: {self.program.path} ({exc.strerror})"
             except OSError as exc:
-                return f"codex could not be started: {spec.codex_bin} ({exc.strerror})"
+                return f"codex could not be started: {self.program.path} ({exc.strerror})"
             finally:
                 os.close(stderr_fd)
-        self.ended_elsewhere = not self.sink.on_started(self.codex.pid)
+        self.ended_elsewhere = not self.sink.on_started(self.codex.pid, self.program)
         self.report(force=True)
         return None
 

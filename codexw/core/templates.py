@@ -63,6 +63,7 @@ def template_context(job: Job, summary: RunSummary | None = None) -> dict[str, A
         warnings=list(summary.warnings),
         error=summary.error,
         usage=usage,
+        diffstat=_diffstat(job),
     )
     return {
         "job": data,
@@ -71,6 +72,17 @@ def template_context(job: Job, summary: RunSummary | None = None) -> dict[str, A
         "START_TIME": fmt_time(job.started_at) if job.started_at else "never started",
         "REASONING_LEVEL": job.spec.level,
     }
+
+
+def _diffstat(job: Job) -> str:
+    """An isolated job's branch against its base commit (`git diff --stat`), else ''."""
+    spec = job.spec
+    if not spec.branch or not spec.base_commit:
+        return ""
+    from codexw.core import worktree
+
+    return worktree.diffstat(spec.project, spec.base_commit,
+                             worktree.rev(spec.project, f"refs/heads/{spec.branch}"))
 
 
 _environments: dict[str, Any] = {}  # per template folder; Jinja2 caches compiled templates

@@ -13,11 +13,13 @@ Limits (documented in the README):
   max_parallel           1 … 10000
   durations              more than 0, at most 366 days, finite
   text                   no NUL byte, valid UTF-8 (no lone surrogates from bad argv bytes)
+  max_depth              1 … 100
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
@@ -29,6 +31,10 @@ MAX_RETRIES = 100
 MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
 MAX_PARALLEL = 10_000
 MAX_SECONDS = 366 * 86400.0
+MAX_DEPTH = 100
+# How deep the environment is in a tree of jobs launching jobs: unset at a person's
+# shell, 1 in the codex of a job launched from there, one more per level (core.run.codex_env).
+DEPTH_ENV = "CODEXW_DEPTH"
 INT64 = (-(2**63), 2**63 - 1)
 
 # Field → (lowest, highest) for whole numbers, by the name they have in a spec, a
@@ -42,6 +48,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "after": (1, MAX_ID),
     "global_limit": (1, MAX_PARALLEL),
     "max_parallel": (1, MAX_PARALLEL),
+    "max_depth": (1, MAX_DEPTH),
 }
 DURATIONS = frozenset({"timeout", "kill_grace", "backoff_base", "backoff_max"})
 LABELS = {
@@ -200,3 +207,36 @@ def check_notify(targets: tuple[str, ...], where: str = "--notify") -> tuple[str
 def check_spec(spec: JobSpec) -> JobSpec:
     """Every field of `spec`, by its type: a field added later is checked too."""
     return check_fields(spec)
+
+
+def depth_of(environ: Mapping[str, str]) -> int | None:
+    """The job depth `environ` says it is at: 0 when unset, None when not a whole
+    number from 0 to 2^31-1."""
+    raw = environ.get(DEPTH_ENV, "").strip()
+    if not raw:
+        return 0
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_PRIORITY:
+        return None
+    return int(raw)
+
+
+def check_depth(environ: Mapping[str, str], max_depth: int, inherited: int = 0) -> int:
+    """Refuse a launch from inside a job tree already `max_depth` deep (so one agent
+    cannot fan out without bound); returns the launching environment's depth.
+    `inherited`: the depth an ancestor process says, when this environment lost it."""
+    depth = depth_of(environ)
+    if depth is not None:
+        depth = max(depth, inherited)
+    if depth is None:
+        raise UsageError(
+            f"{DEPTH_ENV}={environ.get(DEPTH_ENV)!r} is not a job depth",
+            "codexw sets it in the jobs it starts: a whole number, or unset",
+        )
+    if depth >= max_depth:
+        raise UsageError(
+            f"refused: this runs inside a job {depth} level{'s' if depth > 1 else ''} deep"
+            f" ({DEPTH_ENV}={depth}) and max_depth is {max_depth}: jobs launched from here"
+            " could launch jobs without bound",
+            "do the work in this job, or raise max_depth in your own config",
+        )
+    return depth

@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from codexw.core import batchfile, paths
 from codexw.core.config import load_config
@@ -18,6 +19,9 @@ from codexw.core.store import Store
 from codexw.core.validate import check_max_parallel, check_notify
 from codexw.services.common import open_store
 from codexw.services.launch import LaunchRequest, enqueue, prepare
+
+if TYPE_CHECKING:
+    from codexw.services.isolation import Overlap
 
 DEFAULT_MAX_PARALLEL = 4
 # Seconds between two snapshots of a watched batch: a snapshot reads every job of the
@@ -83,6 +87,10 @@ def submit(req: BatchRequest) -> BatchSubmitted:
                     retries=entry.retries if entry.retries is not None else base.retries,
                     priority=entry.priority,
                     name=entry.name,
+                    worktree=entry.worktree if entry.worktree is not None else base.worktree,
+                    include_dirty=base.include_dirty and (
+                        entry.worktree if entry.worktree is not None else base.worktree
+                    ) is not False,
                 ),
                 config,
             )
@@ -90,6 +98,12 @@ def submit(req: BatchRequest) -> BatchSubmitted:
             raise UsageError(f"{entry.where}: {exc.message}", exc.hint) from None
         specs.append(prepared.spec)
         warnings.extend(w for w in prepared.warnings if w not in warnings)
+    shared = [s for s in specs if s.isolation == "none" and s.sandbox != "read-only"]
+    if len(shared) > 1 and max_parallel > 1:
+        warnings.append(
+            f"{len(shared)} jobs of this batch may write to one working tree at once"
+            f" (-j {max_parallel}); --worktree gives each its own (docs/isolation.md)"
+        )
     index = {e.name: i for i, e in enumerate(entries) if e.name}
     deps = [(i, index[name]) for i, e in enumerate(entries) for name in e.after]
     with open_store() as store:
@@ -115,6 +129,9 @@ class BatchSnapshot:
     batch_id: int
     jobs: list[Job]  # the latest attempt of each task, in submission order
     started_at: float
+    # Isolated jobs of the batch that touched the same files (services.isolation), as
+    # of the last look (at most every OVERLAP_INTERVAL).
+    overlaps: list[Overlap] = field(default_factory=list)
 
     def count(self, *states: JobState) -> int:
         return sum(1 for j in self.jobs if j.state in states)
@@ -158,6 +175,7 @@ class BatchSnapshot:
             "queued": self.queued,
             "tokens": self.tokens,
             "jobs": [j.to_dict() for j in self.jobs],
+            "overlaps": [o.to_dict() for o in self.overlaps],
         }
 
 
@@ -165,6 +183,9 @@ def snapshot(store: Store, batch_id: int, started_at: float | None = None) -> Ba
     batch = store.get_batch(batch_id)
     latest = store.batch_latest(batch_id)
     return BatchSnapshot(batch_id, [latest[k] for k in sorted(latest)], started_at or batch.created_at)
+
+
+OVERLAP_INTERVAL = 3.0  # seconds between two looks at isolated jobs' changes (git diffs)
 
 
 def watch(batch_id: int, safety_interval: float = 2.0) -> Iterator[BatchSnapshot]:
@@ -175,7 +196,9 @@ def watch(batch_id: int, safety_interval: float = 2.0) -> Iterator[BatchSnapshot
     """
     with open_store(reconcile_first=False) as store, Listener() as listener:
         store.get_batch(batch_id)
-        last_reconcile = last_snapshot = 0.0
+        last_reconcile = last_snapshot = last_overlaps = 0.0
+        overlaps: list[Overlap] = []
+        ended = 0
         while True:
             if time.monotonic() - last_reconcile >= safety_interval:
                 reap_children()
@@ -185,6 +208,15 @@ def watch(batch_id: int, safety_interval: float = 2.0) -> Iterator[BatchSnapshot
             time.sleep(max(0.0, last_snapshot + MIN_REFRESH - time.monotonic()))
             last_snapshot = time.monotonic()
             snap = snapshot(store, batch_id)
+            now_ended = sum(1 for j in snap.jobs if j.state.is_final)
+            if any(j.spec.branch for j in snap.jobs) and (
+                    now_ended != ended or snap.done
+                    or time.monotonic() - last_overlaps >= OVERLAP_INTERVAL):
+                from codexw.services.isolation import compare
+
+                overlaps = compare(snap.jobs)[1]
+                last_overlaps, ended = time.monotonic(), now_ended
+            snap.overlaps = overlaps
             yield snap
             if snap.done:
                 return

@@ -7,7 +7,6 @@ a `warn` means they may work, with a caveat.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -15,12 +14,14 @@ import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from codexw.core import paths, process, templates
+from codexw.core import codexbin, paths, process, templates
 from codexw.core.codex import (
     INSTALL_HINT,
     MIN_CODEX_VERSION,
     TESTED_CODEX_VERSION,
+    app_server_refusal,
     missing_codex,
+    parse_version,
 )
 from codexw.core.config import Config, load_config
 from codexw.core.errors import CodexwError
@@ -79,11 +80,6 @@ def _meaningful(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("WARNING:")]
 
 
-def parse_version(text: str) -> tuple[int, ...] | None:
-    match = re.search(r"(\d+)\.(\d+)\.(\d+)", text)
-    return tuple(int(x) for x in match.groups()) if match else None
-
-
 def codex_home() -> tuple[Path, bool]:
     """CODEX_HOME and whether it was set explicitly."""
     value = os.environ.get("CODEX_HOME")
@@ -122,7 +118,19 @@ def check_trust(config: Config | None, project: Path) -> Check | None:
                  "review the file, then run `codexw trust`")
 
 
-def check_codex(codex_bin: str) -> tuple[list[Check], str | None]:
+def check_app_server(codex: str) -> Check:
+    """`backend = "app-server"` (experimental) accepts only the codex versions it was
+    tested with."""
+    code, out = _run([codex, "--version"])
+    refusal = app_server_refusal(out) if code == 0 else f"`{codex} --version` failed"
+    if refusal is not None:
+        return Check("app-server backend", FAIL, refusal.split(": ", 1)[0],
+                     refusal.split(": ", 1)[-1])
+    return Check("app-server backend", OK, f"experimental; codex {out.strip().split()[-1]}"
+                 " is a tested version")
+
+
+def check_codex(codex_bin: str, native: bool = True) -> tuple[list[Check], str | None]:
     found = shutil.which(codex_bin)
     if found is None:
         problem, hint = missing_codex(codex_bin)
@@ -134,7 +142,12 @@ def check_codex(codex_bin: str) -> tuple[list[Check], str | None]:
         return [Check("codex", FAIL, f"{path} does not run: {why}",
                       "the npm package needs Node.js 16+ on PATH; reinstall codex")], None
     version = parse_version(out)
-    checks = [Check("codex", OK, f"{path}")]
+    program = codexbin.locate(path, native)
+    checks = [Check("codex", OK, f"{path}"), Check("codex program", OK, (
+        f"jobs start the native binary {program.path} (the npm wrapper is bypassed;"
+        " `codex_native = false` keeps it)" if program.kind == codexbin.NATIVE
+        else f"jobs start the npm wrapper: {program.note}" if program.kind == codexbin.WRAPPER
+        else f"jobs start {program.path} as it is"))]
     shown = ".".join(map(str, version)) if version else "unknown"
     minimum = ".".join(map(str, MIN_CODEX_VERSION))
     if version is None:
@@ -308,8 +321,11 @@ def run_doctor(cwd: str | None = None) -> DoctorReport:
     trust_check = check_trust(config, project)
     if trust_check is not None:
         checks.append(trust_check)
-    codex_checks, codex = check_codex(config.codex_bin if config else "codex")
+    codex_checks, codex = check_codex(config.codex_bin if config else "codex",
+                                      config.codex_native if config else True)
     checks += codex_checks
+    if config is not None and config.backend == "app-server" and codex is not None:
+        checks.append(check_app_server(codex))
     home, explicit = codex_home()
     home_check = check_codex_home(home, explicit)
     checks.append(home_check)

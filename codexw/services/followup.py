@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from codexw.core import validate
 from codexw.core.errors import UsageError
-from codexw.core.models import Job
+from codexw.core.models import REMOTE_BACKENDS, Job
 from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
 from codexw.services.common import open_store
@@ -96,6 +96,7 @@ def _continue(store: Store, req: ContinueRequest) -> LaunchResult:
             backend=ps.backend,
             broker_url=ps.broker_url,
             queue=ps.queue,
+            worktree=False,  # a follow-up runs where its conversation ran: set below
         )
     )
     spec = replace(
@@ -107,10 +108,15 @@ def _continue(store: Store, req: ContinueRequest) -> LaunchResult:
         codex_home=ps.codex_home,
         resume_thread=parent.thread_id,
         resume_of=parent.id,
+        # An isolated conversation goes on in its worktree, on its branch (made again from
+        # the branch if the worktree was removed; core.worktree.prepare).
+        isolation=ps.isolation, base_commit=ps.base_commit, branch=ps.branch,
+        worktree=ps.worktree, branch_prefix=ps.branch_prefix, worktree_copy=ps.worktree_copy,
+        worktree_setup=ps.worktree_setup, dirty_base=ps.dirty_base,
     )
     validate.check_spec(spec)  # the thread id came from codex; old rows predate the checks
     warnings = [w for w in prepared.warnings if "git repository" not in w]
-    if ps.backend == "local" and (os.environ.get("CODEX_HOME") or None) != ps.codex_home:
+    if ps.backend not in REMOTE_BACKENDS and (os.environ.get("CODEX_HOME") or None) != ps.codex_home:
         warnings.append(
             f"using job {parent.id}'s CODEX_HOME ({ps.codex_home or '~/.codex'}), where its"
             " session is"

@@ -83,7 +83,7 @@ def _stop(store: Store, job: Job) -> KillResult:
     if job.state.is_final:
         return KillResult(job.id, "running", job.state.value, "ended meanwhile")
     grace = job.spec.kill_grace
-    if job.runner_pid and process.signal_pid(job.runner_pid, signal.SIGTERM, job.runner_start):
+    if backend_for(job.spec.backend).request_stop(job):
         ended = _wait_final(store, job.id, grace + 10.0)
         if ended is not None:
             return KillResult(job.id, job.state.value, ended.state.value, "stopped by its runner")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -17,7 +18,15 @@ from codexw.core.codex import in_git_repo, missing_codex  # one message for laun
 from codexw.core.config import Config, load_config
 from codexw.core.durations import parse_duration
 from codexw.core.errors import CodexMissingError, ConfigError, StoreError, UsageError
-from codexw.core.models import LEVELS, SANDBOXES, Job, JobSpec, JobState, is_job_type
+from codexw.core.models import (
+    LEVELS,
+    REMOTE_BACKENDS,
+    SANDBOXES,
+    Job,
+    JobSpec,
+    JobState,
+    is_job_type,
+)
 from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
 from codexw.services.common import open_store
@@ -54,6 +63,10 @@ class LaunchRequest:
     backend: str | None = None
     broker_url: str | None = None
     queue: str | None = None
+    # A git worktree of its own (None: config `isolation`); `include_dirty` carries the
+    # main tree's uncommitted changes over as the worktree's first commit.
+    worktree: bool | None = None
+    include_dirty: bool = False
     notify: tuple[str, ...] | None = None  # None: the config's `notify`
 
 
@@ -173,16 +186,19 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         raise UsageError(f"unknown sandbox {req.sandbox!r}", "use one of " + ", ".join(SANDBOXES))
     if req.retries is not None and req.retries < 0:
         raise UsageError("--retries must be 0 or more")
+    isolation = None if req.worktree is None else ("worktree" if req.worktree else "none")
     cfg = config.with_overrides(
         level=req.level, type=req.type, model=req.model, sandbox=req.sandbox, retries=req.retries,
         retry_timeouts=req.retry_timeouts, backend=req.backend, broker_url=req.broker_url,
-        queue=req.queue, report_sections=req.report_sections, notify=req.notify,
+        queue=req.queue, report_sections=req.report_sections, isolation=isolation,
+        notify=req.notify,
     )
     check_config(cfg)
+    validate.check_depth(os.environ, cfg.max_depth, inherited_depth())  # jobs launching jobs
     source = cfg.sources.get("notify", "command line")
     validate.check_notify(cfg.notify, "--notify" if source == "command line" else source)
     timeout = parse_duration(req.timeout, what="timeout") if req.timeout else cfg.timeout
-    remote = cfg.backend != "local"
+    remote = cfg.backend in REMOTE_BACKENDS
     if remote:
         check_remote(cfg)
     # A remote job runs the worker's codex with the worker's CODEX_HOME.
@@ -214,6 +230,7 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         retries=cfg.retries,
         retry_timeouts=cfg.retry_timeouts,
         report_sections=cfg.report_sections,
+        codex_native=cfg.codex_native,
         backoff_base=cfg.backoff_base,
         backoff_max=cfg.backoff_max,
         priority=req.priority,
@@ -232,7 +249,51 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         queue=cfg.queue if remote else None,
         notify=cfg.notify,
     )
+    spec = isolate(spec, cfg, req, warnings)
     return Prepared(validate.check_spec(spec), warnings)
+
+
+def isolate(spec: JobSpec, cfg: Config, req: LaunchRequest, warnings: list[str]) -> JobSpec:
+    """`spec` with its isolation fields: for a job in a worktree of its own, the commit it
+    starts from (HEAD now; with `include_dirty`, a commit of the uncommitted changes on
+    top of it)."""
+    if req.include_dirty and cfg.isolation != "worktree":
+        raise UsageError("--include-dirty is for a job in its own worktree", "add --worktree")
+    if cfg.isolation != "worktree":
+        return spec
+    from codexw.core import worktree
+
+    project = spec.project
+    if cfg.backend == "app-server":
+        raise UsageError(
+            "--worktree is not available with --backend app-server (experimental) yet",
+            "drop --worktree, or use the default backend",
+        )
+    if cfg.backend != "local":
+        raise UsageError(
+            f"--worktree runs a job in a git worktree on this machine; the {cfg.backend}"
+            " backend's workers do not share this repository",
+            "drop --worktree (see docs/distributed.md), or run the job locally",
+        )
+    base = worktree.head(project)
+    if base is None or not worktree.is_git_top(project):
+        raise UsageError(
+            f"--worktree needs a git repository with at least one commit; {project} has none",
+            "run `git init` and commit, or drop --worktree",
+        )
+    dirty = bool(worktree.dirty_files(project))
+    if dirty and req.include_dirty:
+        base = worktree.snapshot_commit(project, base, "codexw: uncommitted changes at launch")
+    elif dirty:
+        warnings.append(
+            "the working tree has uncommitted changes: the job starts from HEAD without them"
+            " (--include-dirty carries them over)"
+        )
+    return replace(
+        spec, isolation="worktree", base_commit=base, branch_prefix=cfg.branch_prefix,
+        worktree_copy=cfg.worktree_copy, worktree_setup=cfg.worktree_setup,
+        dirty_base=dirty and not req.include_dirty,
+    )
 
 
 def check_config(cfg: Config) -> None:
@@ -376,17 +437,38 @@ def with_launch_env(specs: list[JobSpec]) -> tuple[list[JobSpec], str | None]:
     starts them later runs codex with it (core.envfile); `save_launch_env` writes it.
     Remote jobs run with their worker's environment: nothing secret travels through
     the broker. Returns the specs and the key (None: no local job)."""
-    if not any(s.backend == "local" for s in specs):
+    if all(s.backend in REMOTE_BACKENDS for s in specs):
         return specs, None
     key = envfile.new_key()
-    return [replace(s, env_key=key) if s.backend == "local" else s for s in specs], key
+    return [s if s.backend in REMOTE_BACKENDS else replace(s, env_key=key) for s in specs], key
+
+
+@functools.cache  # a batch prepares each task: the ancestors are read once
+def inherited_depth() -> int:
+    """The deepest CODEXW_DEPTH among this process's ancestors: a codexw started by a
+    job's codex (through `codexw mcp`, or a scrubbed `env -i`) is as deep as that job,
+    whatever its own environment lost on the way."""
+    from codexw.core.process import ancestors_env
+
+    depths = (validate.depth_of({validate.DEPTH_ENV: v}) for v in ancestors_env(validate.DEPTH_ENV))
+    return max((d for d in depths if d is not None), default=0)
+
+
+def launch_environ() -> dict[str, str]:
+    """This command's environment for its jobs, its depth made explicit (the runner
+    starts codex one level deeper: core.run.codex_env)."""
+    environ = dict(os.environ)
+    depth = max(validate.depth_of(environ) or 0, inherited_depth())
+    if depth:
+        environ[validate.DEPTH_ENV] = str(depth)
+    return environ
 
 
 def save_launch_env(key: str | None) -> None:
     if key is None:
         return
     try:
-        envfile.save(key, os.environ)
+        envfile.save(key, launch_environ())
     except OSError as exc:
         raise StoreError(
             f"cannot save the launch environment in {envfile.env_dir()}: {exc.strerror}",
@@ -417,7 +499,7 @@ def not_started_because(store: Store, job: Job) -> str:
         state = states.get(dep)
         if state is not None and state != JobState.SUCCEEDED:
             return f"waiting for job {dep} ({state.value}) to succeed"
-    if job.spec.backend != "local":
+    if job.spec.backend in REMOTE_BACKENDS:
         return f"waiting for a worker on queue {job.spec.queue or 'codex'}"
     limit = job.spec.global_limit
     return "waiting for a free slot" + (f" (max_parallel {limit})" if limit else "")

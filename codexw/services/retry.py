@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, replace
 
 from codexw.core import envfile, lifecycle
+from codexw.core.config import load_config
 from codexw.core.errors import UsageError
-from codexw.core.models import Job, JobState
+from codexw.core.models import REMOTE_BACKENDS, Job, JobState
 from codexw.core.scheduler import fill_slots
 from codexw.core.store import Store
-from codexw.core.validate import check_spec
+from codexw.core.validate import check_depth, check_spec
 from codexw.services.common import open_store
-from codexw.services.launch import save_launch_env, with_launch_env
+from codexw.services.launch import inherited_depth, save_launch_env, with_launch_env
 
 RETRYABLE_BY_HAND = {
     JobState.FAILED, JobState.TIMED_OUT, JobState.KILLED, JobState.LOST, JobState.CANCELLED
@@ -71,7 +73,9 @@ def _retry(store: Store, job_ids: list[int], batch_id: int | None,
             check_spec(job.spec)
         except UsageError as exc:
             raise UsageError(f"job {job.id} cannot be retried: {exc.message}", exc.hint) from None
-    # A retry by hand runs with the environment of the command that asks for it.
+    # A retry by hand runs with the environment of the command that asks for it,
+    # so it is bounded by that command's depth like a launch.
+    check_depth(os.environ, load_config(chosen[0].spec.project).max_depth, inherited_depth())
     _, env_key = with_launch_env([j.spec for j in chosen])
     done: list[Retried] = []
     try:
@@ -95,7 +99,7 @@ def _queue_retries(store: Store, chosen: list[Job], env_key: str | None,
             new_id = lifecycle.queue_with_report(
                 store,
                 replace(job.spec, after=after,
-                        env_key=env_key if job.spec.backend == "local" else None),
+                        env_key=None if job.spec.backend in REMOTE_BACKENDS else env_key),
                 time.time(),
                 attempt=job.attempt + 1, retry_of=job.id,
             )

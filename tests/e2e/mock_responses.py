@@ -12,7 +12,8 @@ not carry a tool result):
 `Shell` answers with a `function_call` to codex's `exec_command` tool; codex runs
 the command and sends a follow-up request holding the `function_call_output`,
 which the server answers with `then` (matched by call id, so parallel jobs do not
-mix up their follow-ups). When the script is empty, `server.default` answers.
+mix up their follow-ups). `Call` does the same for any tool, such as an MCP server's
+(`namespace="mcp__codexw"`). When the script is empty, `server.default` answers.
 
 Every answer can `hold` the stream open for some seconds (after `response.created`,
 or until `release()`) and report `usage`. The server records, per request: path, model,
@@ -50,7 +51,7 @@ class Shell:
     """Ask codex to run `cmd` through `exec_command`; answer the follow-up with `then`."""
 
     cmd: str
-    then: Message | Shell = field(default_factory=Message)
+    then: Message | Shell | Call = field(default_factory=Message)
     hold: float = 0.0
     usage: dict[str, int] | None = None
 
@@ -64,7 +65,24 @@ class Fail:
     hold: float = 0.0
 
 
-Reply = Message | Shell | Fail
+@dataclass
+class Call:
+    """Ask codex to call tool `name` with `arguments`, in `namespace` for an MCP
+    server's tools (codex 0.169.0 offers them as `{"type": "namespace", "name":
+    "mcp__<server>", "tools": [...]}`); answer the follow-up with `then`.
+
+    codex starts its MCP servers beside the first request, so that request may not
+    offer them yet: until a request does, the call waits behind `sleep 0.2` commands."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    namespace: str | None = None
+    then: Message | Shell | Call = field(default_factory=Message)
+    hold: float = 0.0
+    usage: dict[str, int] | None = None
+
+
+Reply = Message | Shell | Call | Fail
 
 
 @dataclass
@@ -95,6 +113,13 @@ class Request:
     def _items(self) -> list[dict[str, Any]]:
         items = self.body.get("input")
         return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+    @property
+    def tool_names(self) -> set[str]:
+        """The tools (and tool namespaces) this request offers the model."""
+        tools = self.body.get("tools")
+        return {t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)} \
+            if isinstance(tools, list) else set()
 
     @property
     def user_texts(self) -> list[str]:
@@ -143,7 +168,7 @@ class MockResponses:
         self.max_in_flight = 0
         self._in_flight = 0
         self._script: list[Reply] = []
-        self._pending: dict[str, Message | Shell] = {}
+        self._pending: dict[str, Message | Shell | Call] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Condition()
         self._released = threading.Event()
@@ -232,6 +257,9 @@ class MockResponses:
                     break
             if reply is None:
                 reply = self._script.pop(0) if self._script else self.default
+            if isinstance(reply, Call) and reply.namespace and \
+                    reply.namespace not in request.tool_names:
+                reply = Shell("sleep 0.2", then=reply)  # its MCP server is still starting
             self._lock.notify_all()
             return request, reply
 
@@ -250,7 +278,7 @@ class MockResponses:
         if seconds > 0:
             self._released.wait(seconds)
 
-    def _events(self, reply: Message | Shell) -> Iterator[dict[str, Any]]:
+    def _events(self, reply: Message | Shell | Call) -> Iterator[dict[str, Any]]:
         n = next(self._ids)
         response_id = f"resp_{n}"
         yield {"type": "response.created", "response": {"id": response_id}}
@@ -262,6 +290,14 @@ class MockResponses:
                 "type": "function_call", "id": f"fc_{n}", "call_id": call_id,
                 "name": "exec_command", "arguments": json.dumps({"cmd": reply.cmd}),
             }
+        elif isinstance(reply, Call):
+            call_id = f"call_{n}"
+            with self._lock:
+                self._pending[call_id] = reply.then
+            item = {"type": "function_call", "id": f"fc_{n}", "call_id": call_id,
+                    "name": reply.name, "arguments": json.dumps(reply.arguments)}
+            if reply.namespace:
+                item["namespace"] = reply.namespace
         else:
             item = {"type": "message", "role": "assistant", "id": f"msg_{n}",
                     "content": [{"type": "output_text", "text": reply.text}]}
@@ -338,7 +374,7 @@ def _handler_for(server: MockResponses) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _stream(self, reply: Message | Shell) -> None:
+        def _stream(self, reply: Message | Shell | Call) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-cache")

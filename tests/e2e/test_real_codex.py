@@ -185,19 +185,23 @@ def test_500_and_429_are_retried_when_retries_are_asked_for(e2e: E2E) -> None:
     assert "third time lucky" in Path(third["report_path"]).read_text()
 
 
-# -- stopping: the Node wrapper and the native binary both go ---------------------------
+# -- stopping: the native binary (and the Node wrapper, when it runs) go -----------------
 
 
-def _running_group(e2e: E2E, job_id: int) -> int:
+def _running_group(e2e: E2E, job_id: int, wrapper: bool = False) -> int:
+    """The running job's process group: the native codex alone (codexw bypasses the npm
+    wrapper), or the wrapper and its native child with `codex_native = false`."""
     e2e.server.wait_in_flight(1)  # codex is waiting on the (held) answer
     job = wait_until(lambda: (j := e2e.cx.job(job_id))["codex_pgid"] and j, what="codex pgid")
     pgid = job["codex_pgid"]
     node, native = wrapper_and_native(pgid)
-    assert node and native, [describe(p) for p in group_members(pgid)]
+    members = [describe(p) for p in group_members(pgid)]
+    assert native, members
+    assert bool(node) == wrapper, members
     return pgid
 
 
-def test_timeout_ends_the_node_wrapper_and_the_native_codex(e2e: E2E) -> None:
+def test_timeout_ends_the_native_codex(e2e: E2E) -> None:
     e2e.server.default = Message("never in time", hold=300)
     e2e.cx.launch("take forever", "--timeout", "4s")
     pgid = _running_group(e2e, 1)
@@ -211,8 +215,9 @@ def test_timeout_ends_the_node_wrapper_and_the_native_codex(e2e: E2E) -> None:
 
 def test_kill_ends_the_node_wrapper_and_the_native_codex(e2e: E2E) -> None:
     e2e.server.default = Message("never", hold=300)
+    e2e.cx.env["CODEXW_CODEX_NATIVE"] = "false"  # the wrapper as installed
     info = e2e.cx.launch("run until killed")
-    pgid = _running_group(e2e, 1)
+    pgid = _running_group(e2e, 1, wrapper=True)
     out = e2e.cx.ok("kill", "1")
     assert "killed" in out.stdout
     job = e2e.cx.job(1)
@@ -364,3 +369,36 @@ def test_max_parallel_2_over_6_jobs_never_has_more_than_2_requests_in_flight(
     assert elapsed >= 3 * 2  # three rounds of two held streams
     for n in range(1, 7):
         assert e2e.cx.job(n)["state"] == "succeeded"
+
+
+# -- the native binary: what codexw starts instead of the npm wrapper --------------------
+
+
+def _managed_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    pairs = (item.decode().split("=", 1) for item in raw if b"=" in item)
+    return {k: v for k, v in pairs if k.startswith("CODEX_MANAGED")}
+
+
+def test_native_codex_gets_what_the_npm_wrapper_would_give_it(e2e: E2E) -> None:
+    """The same job twice, held at the model: once with the wrapper (codex_native =
+    false), once native. The native binary must see the same CODEX_MANAGED_* variables
+    the wrapper hands its child, and `status ID` says which program ran."""
+    e2e.server.default = Message("held", hold=300)
+    seen = []
+    for job_id, native in ((1, "false"), (2, "true")):
+        e2e.cx.env["CODEXW_CODEX_NATIVE"] = native
+        e2e.cx.launch(f"held job {job_id}")
+        pgid = _running_group(e2e, job_id, wrapper=native == "false")
+        _, natives = wrapper_and_native(pgid)
+        seen.append(_managed_env(natives[0]))
+        detail = e2e.cx.ok("status", str(job_id)).stdout
+        ran = re.search(r"^ *codex  (.*)$", detail, re.M)
+        assert ran, detail
+        assert ran.group(1).startswith("native " if native == "true" else "npm wrapper "), detail
+        e2e.cx.ok("kill", str(job_id))
+        wait_until(lambda pgid=pgid: group_members(pgid) == [], what="the job's group gone")
+    wrapped, direct = seen
+    assert wrapped["CODEX_MANAGED_BY_NPM"] == "1"
+    assert wrapped["CODEX_MANAGED_PACKAGE_ROOT"].endswith("node_modules/@openai/codex")
+    assert direct == wrapped

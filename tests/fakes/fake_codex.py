@@ -13,6 +13,8 @@ real `codex exec -`) or from FAKE_CODEX_DIRECTIVES; several can share a line, se
   @fake grandchild           start a grandchild process in the same group
   @fake wrapper              behave like the npm Node wrapper: do the work in a child
   @fake write PATH           write PATH (relative to -C) and report the command
+  @fake write-text PATH TEXT write TEXT (and a newline) to PATH, relative to -C, reported
+                             as a shell command: no file_change event, as the real CLI
   @fake events N             emit N extra command events
   @fake message TEXT         the final agent message
   @fake raw PATH             copy PATH's bytes to stdout as they are (hostile or huge lines)
@@ -210,7 +212,10 @@ def main() -> int:
                        "resume": opts["resume"], "prompt": prompt, "start": time.time(),
                        "path": os.environ.get("PATH", ""),
                        "api_key": os.environ.get("OPENAI_API_KEY"),
-                       "home": os.environ.get("HOME")})
+                       "home": os.environ.get("HOME"), "cwd": os.getcwd(),
+                       "depth": os.environ.get("CODEXW_DEPTH"),
+                       "managed": {k: v for k, v in os.environ.items()
+                                   if k.startswith("CODEX_MANAGED")}})
     try:
         return run(opts, todo, state_dir)
     finally:
@@ -267,6 +272,14 @@ def run(opts: dict, todo: list[list[str]], state_dir: str | None) -> int:
             item += 1
             emit({"type": "item.completed", "item": {"id": f"item_{item}", "type": "file_change",
                   "changes": [{"path": arg, "kind": "add"}], "status": "completed"}})
+        elif name == "write-text":
+            target, _, text = arg.partition(" ")
+            item += 1
+            with open(os.path.join(cwd, target), "w") as fh:
+                fh.write(text + "\n")
+            emit({"type": "item.completed", "item": {"id": f"item_{item}", "type": "command_execution",
+                  "command": f"/bin/bash -c 'printf ... > {target}'", "aggregated_output": "",
+                  "exit_code": 0, "status": "completed"}})
         elif name == "events":
             for n in range(int(arg)):
                 item += 1

@@ -14,7 +14,8 @@ def test_job_json_shape_is_stable() -> None:
                    backend="celery", queue="q", broker_url="redis://:pw@b")
     job = Job(id=5, spec=spec, state=JobState.SUCCEEDED, attempt=2, retry_of=1, queued_at=1.0,
               started_at=2.0, ended_at=4.0, not_before=1.5, runner_pid=11, codex_pgid=12,
-              exit_code=0, reason="r", tokens={"input_tokens": 3}, thread_id="th",
+              exit_code=0, reason="r", tokens={"input_tokens": 3},
+              files={"b.py": "update", "a.txt": "add"}, thread_id="th",
               report_path="rp", log_path="lp", last_action="la", host="h", celery_task_id="ct",
               job_key="secret-key")
     assert json.dumps(job.to_dict()) == json.dumps({
@@ -24,8 +25,11 @@ def test_job_json_shape_is_stable() -> None:
         "attempt": 2, "max_attempts": 3, "retry_of": 1, "resume_of": 9, "queued_at": 1.0,
         "started_at": 2.0, "ended_at": 4.0, "duration": 2.0, "not_before": 1.5,
         "runner_pid": 11, "codex_pgid": 12, "exit_code": 0, "reason": "r",
-        "tokens": {"input_tokens": 3}, "thread_id": "th", "report_path": "rp",
+        "tokens": {"input_tokens": 3},
+        "files": [{"path": "a.txt", "kind": "add"}, {"path": "b.py", "kind": "update"}],
+        "thread_id": "th", "report_path": "rp",
         "log_path": "lp", "last_action": "la", "host": "h", "backend": "celery", "queue": "q",
-        "celery_task_id": "ct",
+        "celery_task_id": "ct", "branch": None, "base_commit": None, "worktree": None,
+        "merged_at": None, "files_changed": None,
     })
     assert tuple(job.to_dict()) == JOB_JSON_KEYS

@@ -67,6 +67,21 @@ def test_finish_happens_once(store: Store) -> None:
     assert (job.state, job.reason) == (JobState.CANCELLED, "a")
 
 
+def test_the_files_a_run_changed_are_recorded_with_its_end(store: Store) -> None:
+    with store.transaction():
+        job_id = store.insert_job(_spec(), now=1.0)
+        other = store.insert_job(_spec(), now=1.0)
+    assert store.get_job(job_id).files == {}
+    odd = "caf\udce9.txt"  # a name that was not UTF-8 on disk
+    with store.transaction():
+        store.finish(job_id, JobState.SUCCEEDED, ended_at=2.0, files={"a.py": "update", odd: "add"})
+        store.conn.execute("UPDATE jobs SET files = '[1]' WHERE id = ?", (other,))
+    assert store.get_job(job_id).files == {"a.py": "update", odd: "add"}
+    damaged = store.find_job(other)
+    assert damaged is not None and damaged.files == {}
+    assert damaged.reason is not None and "files: not a JSON object" in damaged.reason
+
+
 def test_queued_order_priority_then_age(store: Store) -> None:
     with store.transaction():
         a = store.insert_job(_spec(priority=0), now=1.0)
@@ -101,6 +116,7 @@ _HOT_QUERIES: dict[str, Callable[[Store], object]] = {
     "env_key_in_use": lambda s: s.env_key_in_use("k"),
     "owns": lambda s: s.owns(1, "k"),
     "job_files": lambda s: s.job_files("/p"),
+    "isolated_jobs": lambda s: s.isolated_jobs("/p"),
     "get_job": lambda s: s.get_job(1),
     "mark_starting": lambda s: s.mark_starting(99, 1, 1.0),
     "finish": lambda s: s.finish(99, JobState.CANCELLED, ended_at=1.0),
@@ -196,7 +212,9 @@ def test_a_spec_round_trips_through_its_row(store: Store) -> None:
     spec = _spec(model="m", timeout=3.5, retries=2, retry_timeouts=True, priority=4,
                  name="n", codex_args=("-c", "x=1"), codex_home="/h", template="t.md",
                  backend="celery", broker_url="redis://b", queue="q", path_env="/bin",
-                 env_key="e")
+                 env_key="e", isolation="worktree", base_commit="abc", branch="codexw/2",
+                 worktree="/w/2", branch_prefix="x/", worktree_copy=(".env",),
+                 worktree_setup=("npm", "ci"), dirty_base=True)
     with store.transaction():
         dep = store.insert_job(_spec(), now=1.0)
         job_id = store.insert_job(dataclasses.replace(spec, after=(dep,)), now=2.0)

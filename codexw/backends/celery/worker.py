@@ -21,6 +21,7 @@ from codexw.backends.celery import protocol
 from codexw.backends.celery.app import WorkerSettings
 from codexw.core import naming, paths, process
 from codexw.core.codex import RunSummary
+from codexw.core.codexbin import CodexProgram
 from codexw.core.lifecycle import Ending
 from codexw.core.models import Job, JobState
 from codexw.core.run import CodexRun, StopRequest, Throttle, codex_env, stderr_log
@@ -109,7 +110,8 @@ class StreamSink:
     def log_file(self) -> Path:
         return self.log_dir / naming.task_log(self.task_id)
 
-    def on_started(self, codex_pid: int) -> bool:
+    def on_started(self, codex_pid: int, program: CodexProgram) -> bool:
+        # Which program ran stays in the worker's own log; the registry does not hold it.
         self.started_at = time.time()
         self.stream.add(
             "start",

@@ -7,6 +7,7 @@ caller saw it, and its rowcount says who won.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -88,11 +89,13 @@ class JobWrites(Connection):
         )
         return cur.rowcount == 1
 
-    def mark_running(self, job_id: int, runner_pid: int, pgid: int, started_at: float) -> bool:
+    def mark_running(self, job_id: int, runner_pid: int, pgid: int, started_at: float,
+                     codex_exec: str | None = None) -> bool:
         cur = self._exec(
-            f"UPDATE jobs SET state = '{JobState.RUNNING.value}', codex_pgid = ?, started_at = ?"
+            f"UPDATE jobs SET state = '{JobState.RUNNING.value}', codex_pgid = ?, started_at = ?,"
+            " codex_exec = ?"
             f" WHERE id = ? AND {sql.FROM[JobState.RUNNING]} AND runner_pid = ?",
-            (pgid, started_at, job_id, runner_pid),
+            (pgid, started_at, codex_exec, job_id, runner_pid),
         )
         return cur.rowcount == 1
 
@@ -126,6 +129,7 @@ class JobWrites(Connection):
         thread_id: str | None = None,
         report_path: str | None = None,
         last_action: str | None = None,
+        files: dict[str, str] | None = None,
         only_runner_pid: int | None = None,
         expect_state: JobState | None = None,
         job_key: str | None = None,
@@ -152,6 +156,9 @@ class JobWrites(Connection):
         if tokens is not None:
             statement += "".join(f", {k} = ?" for k in TOKEN_KEYS)
             params.extend(tokens.get(k, 0) for k in TOKEN_KEYS)
+        if files is not None:
+            statement += ", files = ?"
+            params.append(json.dumps(files))  # ASCII: a lone surrogate (odd name) stays storable
         statement += f" WHERE id = ? AND {sql.FROM[state]}"
         params.append(job_id)
         if only_runner_pid is not None:
@@ -195,3 +202,27 @@ class JobWrites(Connection):
     def repoint_deps(self, old_id: int, new_id: int) -> None:
         """Jobs waiting on `old_id` now wait on its retry `new_id`."""
         self._exec("UPDATE OR IGNORE job_deps SET dep_id = ? WHERE dep_id = ?", (new_id, old_id))
+
+    # -- isolated jobs (core.worktree, services.isolation) ----------------------------
+
+    def set_worktree(
+        self, job_id: int, branch: str | None, worktree: str | None, job_key: str | None = None
+    ) -> bool:
+        """Where an isolated job runs: its branch and worktree folder."""
+        key_sql, key_params = sql.key_filter(job_key)
+        cur = self._exec(
+            "UPDATE jobs SET branch = ?, worktree = ? WHERE id = ?" + key_sql,
+            (branch, worktree, job_id, *key_params),
+        )
+        return cur.rowcount == 1
+
+    def set_files_changed(self, job_id: int, count: int | None, job_key: str | None = None) -> None:
+        key_sql, key_params = sql.key_filter(job_key)
+        self._exec("UPDATE jobs SET files_changed = ? WHERE id = ?" + key_sql,
+                   (count, job_id, *key_params))
+
+    def set_merged(self, job_ids: list[int], when: float | None) -> None:
+        """Record that these jobs' branch was merged (`when`), or forget it (None)."""
+        for job_id in job_ids:
+            self._exec("UPDATE jobs SET merged_at = ? WHERE id = ?", (when, job_id))
+

@@ -85,6 +85,12 @@ class JobReads(Connection):
     def active_jobs(self, damaged: list[Unreadable] | None = None) -> list[Job]:
         return self._jobs(f"SELECT * FROM jobs WHERE {sql.IS_ACTIVE}", (), damaged)
 
+    def jobs_of_runner(self, runner_pid: int, backend: str) -> list[Job]:
+        """The open jobs adopted by one process of a backend whose process runs many
+        (an app-server supervisor)."""
+        return self._jobs(f"SELECT * FROM jobs WHERE {sql.IS_ACTIVE} AND runner_pid = ?"
+                          " AND backend = ?", (runner_pid, backend))
+
     def active_counts(self) -> tuple[int, dict[int, int]]:
         """(all active jobs, active jobs per batch)."""
         rows = self._exec(
@@ -187,6 +193,12 @@ class JobReads(Connection):
             f"SELECT 1 FROM jobs WHERE env_key = ? AND {sql.IS_OPEN} LIMIT 1", (env_key,)
         ).fetchone()
         return row is not None
+
+    def isolated_jobs(self, project: str) -> list[Job]:
+        """The project's jobs that ran (or will run) in a worktree of their own, oldest
+        first (index jobs_by_branch)."""
+        return self._jobs("SELECT * FROM jobs WHERE project = ? AND branch IS NOT NULL"
+                          " ORDER BY id", (project,))
 
     def next_due(self, after: float) -> float | None:
         """When the next queued job's backoff runs out, if later than `after`.

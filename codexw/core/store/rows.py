@@ -34,8 +34,13 @@ _INT64_MAX = 2**63 - 1
 # the job_deps table. Every other field is the column of the same name.
 NOT_COLUMNS = frozenset({"after"})
 SPEC_COLUMNS = tuple(f.name for f in fields(JobSpec) if f.name not in NOT_COLUMNS)
+# Spec fields held as a JSON list of strings (codex_args, worktree_setup, ...).
+LIST_COLUMNS = tuple(
+    f.name for f in fields(JobSpec)
+    if f.name not in NOT_COLUMNS and str(f.type) == "tuple[str, ...]"
+)
 # Fields that are not plain columns, read by hand below.
-_SPECIAL = {"spec", "state", "tokens", "codex_args", "notify"} | NOT_COLUMNS
+_SPECIAL = {"spec", "state", "tokens", "files", *LIST_COLUMNS} | NOT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -130,22 +135,6 @@ def _fallback(annotation: Any) -> Any:
     return {"str": "?", "int": 0, "float": 0.0, "bool": False}.get(str(annotation))
 
 
-def _str_list(row: sqlite3.Row, column: str, problems: list[str]) -> tuple[str, ...]:
-    """A column holding a JSON list of strings (codex_args, notify)."""
-    try:
-        raw = row[column]
-    except IndexError:  # a registry older than the column: never, after migrating
-        return ()
-    try:
-        value = json.loads(raw)
-    except (ValueError, TypeError, RecursionError):
-        value = None
-    if not isinstance(value, list) or not all(type(v) is str for v in value):
-        problems.append(f"{column}: not a JSON list of strings ({_show(raw)})")
-        return ()
-    return tuple(value)
-
-
 def read_job(row: sqlite3.Row, deps: tuple[Any, ...] = ()) -> Job | Unreadable:
     """The job of `row`, or an `Unreadable` carrying the best-effort job and the problem.
 
@@ -154,7 +143,20 @@ def read_job(row: sqlite3.Row, deps: tuple[Any, ...] = ()) -> Job | Unreadable:
     could not be read."""
     reader = _Reader(row)
     problems = reader.problems
-    lists = {column: _str_list(row, column, problems) for column in ("codex_args", "notify")}
+    lists: dict[str, Any] = {}
+    for column in LIST_COLUMNS:
+        try:
+            raw = row[column]
+        except IndexError:
+            continue  # a column this registry does not have: the default
+        try:
+            items = json.loads(raw)
+        except (ValueError, TypeError, RecursionError):
+            items = None
+        if not isinstance(items, list) or not all(type(a) is str for a in items):
+            problems.append(f"{column}: not a JSON list of strings ({_show(raw)})")
+            items = []
+        lists[column] = tuple(items)
     after = tuple(d for d in deps if type(d) is int)
     if len(after) != len(deps):
         problems.append("after: a dependency that is not a job id")
@@ -172,13 +174,34 @@ def read_job(row: sqlite3.Row, deps: tuple[Any, ...] = ()) -> Job | Unreadable:
             problems.append(f"{key}: unexpected {_show(row[key])}")
             value = 0
         tokens[key] = value
-    values = reader.fill(Job, {"spec": spec, "state": state, "tokens": tokens})
+    values = reader.fill(Job, {"spec": spec, "state": state, "tokens": tokens,
+                               "files": _files(row, problems)})
     job = Job(**values)
     if not problems:
         return job
     problem = f"{UNREADABLE}: {'; '.join(problems)}"
     job.reason = problem
     return Unreadable(job, problem, raw_state, row["runner_pid"])
+
+
+def _files(row: sqlite3.Row, problems: list[str]) -> dict[str, str]:
+    """The `files` column: NULL (not ended, or recorded before it existed) is none."""
+    try:
+        raw = row["files"]
+    except IndexError:
+        return {}
+    if raw is None:
+        return {}
+    try:
+        files = json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
+        files = None
+    if not isinstance(files, dict) or not all(
+        type(k) is str and type(v) is str for k, v in files.items()
+    ):
+        problems.append(f"files: not a JSON object of strings ({_show(raw)})")
+        return {}
+    return files
 
 
 @dataclass(frozen=True)

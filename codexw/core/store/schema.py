@@ -122,7 +122,32 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN report_sections INTEGER NOT NULL DEFAULT 1;
     """,
-    # Job-end notifications (core.announce): where a job's or a batch's end is announced,
+    # 7: the files an ended run changed (JSON, path -> kind), from its events and git
+    # status, as its report lists them: `codexw mcp`'s result tool reads them back.
+    """
+    ALTER TABLE jobs ADD COLUMN files TEXT;
+    """,
+    # 8: whether an npm codex starts as its native binary, and what the runner started.
+    """
+    ALTER TABLE jobs ADD COLUMN codex_native INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE jobs ADD COLUMN codex_exec TEXT;
+    """,
+    # 9: a git worktree per job (docs/isolation.md): the spec's isolation fields, and what
+    # became of the branch (files it changed, when it was merged).
+    """
+    ALTER TABLE jobs ADD COLUMN isolation TEXT NOT NULL DEFAULT 'none';
+    ALTER TABLE jobs ADD COLUMN base_commit TEXT;
+    ALTER TABLE jobs ADD COLUMN branch TEXT;
+    ALTER TABLE jobs ADD COLUMN worktree TEXT;
+    ALTER TABLE jobs ADD COLUMN branch_prefix TEXT NOT NULL DEFAULT 'codexw/';
+    ALTER TABLE jobs ADD COLUMN worktree_copy TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN worktree_setup TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN dirty_base INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN files_changed INTEGER;
+    ALTER TABLE jobs ADD COLUMN merged_at REAL;
+    CREATE INDEX jobs_by_branch ON jobs(project, branch) WHERE branch IS NOT NULL;
+    """,
+    # 10: job-end notifications (core.announce): where a job's or a batch's end is announced,
     # and one row per announcement, inserted in the transaction that ends the job (never
     # lost), claimed before sending and marked after (never sent twice). UNIQUE: one
     # announcement per job end and per batch end.

@@ -31,6 +31,7 @@ class CleanupRequest:
     prune_missing: bool = False
     dry_run: bool = False
     lock_wait: float = 600.0
+    prune_branches: bool = False  # also delete isolated jobs' branches not merged
 
 
 @dataclass

@@ -15,6 +15,7 @@ from codexw.services.cleanup.mover import Mover
 from codexw.services.cleanup.plan import CleanupRequest, Plan, make_plan, scope
 from codexw.services.cleanup.project import ProjectPass
 from codexw.services.cleanup.result import CleanupResult
+from codexw.services.cleanup.worktrees import clean_worktrees
 from codexw.services.common import open_store
 
 LOCK_NAME = "cleanup.lock"
@@ -23,9 +24,11 @@ LOCK_NAME = "cleanup.lock"
 class CleanupRun:
     """Reports of each project, then the logs that follow them, then orphan logs."""
 
-    def __init__(self, store: Store, plan: Plan, result: CleanupResult) -> None:
+    def __init__(self, store: Store, plan: Plan, result: CleanupResult,
+                 prune_branches: bool = False) -> None:
         token = f"{os.getpid()}{os.urandom(3).hex()}"
         self.ctx = Context(store, plan, result, Mover(store, result, token), token)
+        self.prune_branches = prune_branches
 
     def run(self, projects: list[str]) -> None:
         ctx = self.ctx
@@ -39,6 +42,7 @@ class CleanupRun:
                 ctx.result.projects.append(project)
                 index = ProjectPass(ctx, project).run()
                 logs.job_logs(index)
+                clean_worktrees(ctx, project, self.prune_branches)
             if ctx.plan.all_projects:
                 logs.orphans()
         finally:
@@ -53,13 +57,13 @@ def cleanup(req: CleanupRequest) -> CleanupResult:
         projects = scope(store, req)
         result = CleanupResult(dry_run=req.dry_run)
         if req.dry_run:
-            CleanupRun(store, plan, result).run(projects)
+            CleanupRun(store, plan, result, req.prune_branches).run(projects)
             result.age = plan.age
             return result
         with exclusive_lock(paths.ensure_state_dir() / LOCK_NAME, req.lock_wait):
             reconcile(store)  # dead runners' TEMP reports become `lost` reports first
             plan = make_plan(req, time.time())  # ages count from now, after any wait
-            CleanupRun(store, plan, result).run(projects)
+            CleanupRun(store, plan, result, req.prune_branches).run(projects)
         result.age = plan.age
         return result
     finally:
