@@ -47,10 +47,13 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One chromium for every board test (started without any test's CODEXW_* in its
-    environment, so no test's leftover check ever finds it)."""
+    """One chromium for the board's browser tests (they are one module), started without
+    any test's CODEXW_* in its environment, so no test's leftover check ever finds it.
+
+    Module, not session: Playwright's sync API runs an event loop in the main thread
+    while it is started, and any later test's `asyncio.run()` would fail beside it."""
     for module in ("starlette", "uvicorn", "playwright"):
         if importlib.util.find_spec(module) is None:
             _unavailable(f"the Python package {module}")
