@@ -118,6 +118,9 @@ class JobSpec:
     env_key: str | None = None
     # Whether codex's prompt asks for a final message in the report's sections.
     report_sections: bool = True
+    # The account codex authenticates with (core/limiter.py): a salted hash, never the
+    # secret; jobs of one account share its rate limiter. None: not limited (remote).
+    account: str | None = None
 
 
 BACKENDS = ("local", "celery")
@@ -155,6 +158,12 @@ class Job:
     # Random, per attempt: a runner recognises its own job (and its TEMP report) by it,
     # not by the id alone, which a new registry or a second state dir can reuse.
     job_key: str | None = None
+    # Attempts before this one that ended rate-limited: they do not count against
+    # `--retries` (core/limiter.py).
+    rate_limited: int = 0
+    # Why a queued job waits (throttled, budget, slot, after): computed by the
+    # scheduler's plan for listings, never stored.
+    waiting: str | None = field(default=None, compare=False)
 
     @property
     def duration(self) -> float | None:
@@ -172,7 +181,8 @@ class Job:
         computed = {
             "state": self.state.value,
             "after": list(self.spec.after),
-            "max_attempts": self.spec.retries + 1,
+            # Rate-limited attempts do not count against --retries.
+            "max_attempts": self.spec.retries + 1 + self.rate_limited,
             "duration": self.duration,
             "tokens": dict(self.tokens),
         }
@@ -193,7 +203,8 @@ JOB_JSON_KEYS = (
     "priority", "batch_id", "name", "after", "attempt", "max_attempts", "retry_of",
     "resume_of", "queued_at", "started_at", "ended_at", "duration", "not_before",
     "runner_pid", "codex_pgid", "exit_code", "reason", "tokens", "thread_id", "report_path",
-    "log_path", "last_action", "host", "backend", "queue", "celery_task_id",
+    "log_path", "last_action", "host", "backend", "queue", "celery_task_id", "account",
+    "rate_limited", "waiting",
 )
 _SPEC_FIELD_NAMES = frozenset(f.name for f in fields(JobSpec)) - frozenset(
     f.name for f in fields(Job)

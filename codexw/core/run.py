@@ -25,6 +25,7 @@ from codexw.core.codex import (
     build_argv,
     build_prompt,
     is_transient,
+    rate_limit,
 )
 from codexw.core.errors import CodexwError
 from codexw.core.lifecycle import Ending
@@ -317,16 +318,21 @@ class CodexRun:
         s = self.summary
         if code == 0 and not s.turn_failed:
             return Ending(JobState.SUCCEEDED, None, 0, False)
-        if s.turn_failed or s.error:
-            reason = s.error or "the turn failed"
-            return Ending(JobState.FAILED, reason, code, is_transient(reason))
-        if code is not None and code < 0:
+        if code is not None and code < 0 and not s.turn_failed and not s.error:
             return Ending(
                 JobState.FAILED, f"codex was killed by {signal.Signals(-code).name}", code, False
             )
-        return Ending(
-            JobState.FAILED, f"codex exited with status {code}{self.stderr_tail()}", code, False
-        )
+        tail = self.stderr_tail()
+        if s.turn_failed or s.error:
+            reason = s.error or "the turn failed"
+            ending = Ending(JobState.FAILED, reason, code, is_transient(reason))
+        else:
+            ending = Ending(JobState.FAILED, f"codex exited with status {code}{tail}", code, False)
+        limited, after = rate_limit(f"{ending.reason}\n{tail}")
+        if limited:
+            ending.reason = f"rate-limited: {ending.reason}"
+            ending.retryable, ending.rate_limited, ending.retry_after = True, True, after
+        return ending
 
     def stderr_tail(self) -> str:
         path = stderr_log(self.sink.log_file())

@@ -15,7 +15,7 @@ from codexw.core.notify import Listener
 from codexw.core.process import reap_children
 from codexw.core.scheduler import fill_slots, reconcile
 from codexw.core.store import Store
-from codexw.core.validate import check_max_parallel
+from codexw.core.validate import check_int, check_max_parallel, int_range
 from codexw.services.common import open_store
 from codexw.services.launch import LaunchRequest, enqueue, prepare
 
@@ -34,6 +34,8 @@ class BatchRequest:
     fmt: str | None = None
     max_parallel: int | None = None
     halt_on_failure: bool = False
+    # Stop starting the batch's jobs once its attempts used this many tokens.
+    budget_tokens: int | None = None
 
 
 @dataclass
@@ -61,8 +63,11 @@ def submit(req: BatchRequest) -> BatchSubmitted:
     project = paths.project_root(base.cwd or os.getcwd())
     config = load_config(project)
     max_parallel = req.max_parallel or config.max_parallel or DEFAULT_MAX_PARALLEL
+    if req.budget_tokens is not None:
+        check_int(req.budget_tokens, "--budget-tokens", *int_range("budget_tokens"))
     specs: list[JobSpec] = []
     warnings: list[str] = []
+    accounts: dict[str, dict[str, object]] = {}
     for entry in entries:
         try:
             prepared = prepare(
@@ -82,6 +87,7 @@ def submit(req: BatchRequest) -> BatchSubmitted:
         except UsageError as exc:
             raise UsageError(f"{entry.where}: {exc.message}", exc.hint) from None
         specs.append(prepared.spec)
+        accounts.update(prepared.account)
         warnings.extend(w for w in prepared.warnings if w not in warnings)
     index = {e.name: i for i, e in enumerate(entries) if e.name}
     deps = [(i, index[name]) for i, e in enumerate(entries) for name in e.after]
@@ -95,7 +101,9 @@ def submit(req: BatchRequest) -> BatchSubmitted:
                 "source": req.source,
                 "max_parallel": max_parallel,
                 "halt_on_failure": req.halt_on_failure,
+                "budget_tokens": req.budget_tokens,
             },
+            accounts=accounts,
         )
         fill_slots(store)
     assert batch_id is not None

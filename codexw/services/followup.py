@@ -107,6 +107,7 @@ def _continue(store: Store, req: ContinueRequest) -> LaunchResult:
         codex_home=ps.codex_home,
         resume_thread=parent.thread_id,
         resume_of=parent.id,
+        account=ps.account or prepared.spec.account,
     )
     validate.check_spec(spec)  # the thread id came from codex; old rows predate the checks
     warnings = [w for w in prepared.warnings if "git repository" not in w]
@@ -116,7 +117,8 @@ def _continue(store: Store, req: ContinueRequest) -> LaunchResult:
             " session is"
         )
     # Two follow-ups racing for one conversation: only one gets in.
-    (job_id,) = enqueue(store, [spec], recheck=lambda st: conversation_of(st, req.job_id))[1]
+    (job_id,) = enqueue(store, [spec], recheck=lambda st: conversation_of(st, req.job_id),
+                        accounts={k: v for k, v in prepared.account.items() if k == spec.account})[1]
     fill_slots(store)
     job = store.get_job(job_id)
     return LaunchResult(job, warnings, not_started_because(store, job))

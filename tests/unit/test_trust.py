@@ -22,6 +22,9 @@ SAFE_UNTRUSTED = {
     "retry_timeouts", "backoff_base", "backoff_max", "queue",
     "track_reports",  # only chooses what a new .codexw/.gitignore lists
     "report_sections",  # only whether the prompt asks for the report's sections
+    # The rate limiter: only when and how often jobs start on the user's own account.
+    "adaptive", "rate_limit_backoff", "rate_limit_retries", "max_starts_per_minute",
+    "max_tokens_per_hour", "max_tokens_per_day",
 }
 
 HOSTILE = {

@@ -79,7 +79,7 @@ SENT_SPEC_FIELDS = ("task", "level", "type", "cwd", "project", "sandbox", "model
 NOT_SENT_SPEC_FIELDS = ("codex_bin", "codex_home", "path_env", "env_key", "broker_url",
                         "template", "backend", "queue", "priority", "batch_id", "name", "after",
                         "global_limit", "retries", "retry_timeouts", "backoff_base",
-                        "backoff_max", "resume_of")
+                        "backoff_max", "resume_of", "account")
 
 
 def payload_for(job: Job, usage_baseline: dict[str, int] | None = None) -> dict[str, Any]:

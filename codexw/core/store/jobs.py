@@ -16,7 +16,7 @@ from codexw.core.store.connection import Connection
 from codexw.core.store.rows import SPEC_COLUMNS, Unreadable, spec_values
 
 _INSERT_COLUMNS = ("state", "queued_at", "not_before", "attempt", "retry_of", "job_key",
-                   *SPEC_COLUMNS)
+                   "rate_limited", *SPEC_COLUMNS)
 _INSERT = (f"INSERT INTO jobs ({', '.join(_INSERT_COLUMNS)})"
            f" VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})")
 
@@ -29,9 +29,10 @@ class JobWrites(Connection):
         attempt: int = 1,
         retry_of: int | None = None,
         not_before: float | None = None,
+        rate_limited: int = 0,
     ) -> int:
         values = [JobState.QUEUED.value, now, not_before, attempt, retry_of, os.urandom(8).hex(),
-                  *spec_values(spec)]
+                  rate_limited, *spec_values(spec)]
         cur = self._exec(_INSERT, values)
         job_id = int(cur.lastrowid)  # type: ignore[arg-type]
         for dep in spec.after:
