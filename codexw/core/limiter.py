@@ -301,12 +301,11 @@ def rate_limited(store: Store, job: Job, now: float, retry_after: float | None) 
         strikes = changes["strikes"] = account.strikes + 1
         delay = retry_after if retry_after is not None else cooldown(account.backoff, strikes)
     until = account.cooldown_until if account.cooldown_until and account.cooldown_until > now else now
-    added = 0.0
     if delay is not None and now + delay > until:
-        added = now + delay - until
         until = changes["cooldown_until"] = now + delay
     store.set_account_state(account.id, **changes)
-    store.add_account_event(account.id, now, "429", added)
+    # The cool-down in force from now on: `status --stats` adds up their union.
+    store.add_account_event(account.id, now, "429", until - now)
     return until
 
 

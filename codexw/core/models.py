@@ -139,6 +139,7 @@ class Job:
     started_at: float | None = None
     ended_at: float | None = None
     not_before: float | None = None
+    claimed_at: float | None = None  # when a slot was claimed for it (its start)
     claimed_by_pid: int | None = None
     claimed_by_start: float | None = None
     runner_pid: int | None = None

@@ -8,6 +8,7 @@ caller saw it, and its rowcount says who won.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from codexw.core.models import TOKEN_KEYS, JobSpec, JobState
@@ -50,8 +51,8 @@ class JobWrites(Connection):
     def mark_starting(self, job_id: int, claimer_pid: int, claimer_start: float | None) -> bool:
         cur = self._exec(
             f"UPDATE jobs SET state = '{JobState.STARTING.value}', claimed_by_pid = ?,"
-            f" claimed_by_start = ? WHERE id = ? AND {sql.FROM[JobState.STARTING]}",
-            (claimer_pid, claimer_start, job_id),
+            f" claimed_by_start = ?, claimed_at = ? WHERE id = ? AND {sql.FROM[JobState.STARTING]}",
+            (claimer_pid, claimer_start, time.time(), job_id),
         )
         return cur.rowcount == 1
 

@@ -122,14 +122,16 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN report_sections INTEGER NOT NULL DEFAULT 1;
     """,
-    # The rate limiter (core/limiter.py): the account a job runs on and how many of its
-    # attempts before it were rate-limited (they do not count against --retries); a
+    # The rate limiter (core/limiter.py): the account a job runs on, how many of its
+    # attempts before it were rate-limited (they do not count against --retries) and
+    # when a slot was claimed for it (a start, for the start bucket's checks); a
     # batch's token budget; one row per account (its settings, from the latest launch on
     # it, and its state: AIMD allowance, cool-down, start bucket); 429s and throttled
     # time (cool-down seconds) for `status --stats`.
     """
     ALTER TABLE jobs ADD COLUMN account TEXT;
     ALTER TABLE jobs ADD COLUMN rate_limited INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN claimed_at REAL;
     CREATE INDEX jobs_by_account ON jobs(account, ended_at);
     ALTER TABLE batches ADD COLUMN budget_tokens INTEGER;
     CREATE TABLE accounts (
