@@ -83,13 +83,29 @@ def status(
         _watch(svc.watch(query), many)
         return
     jobs = svc.list_jobs(query)
+    limits = svc.limits()
     if as_json:
-        render.emit_json("status", {"jobs": [j.to_dict() for j in jobs]})
+        render.emit_json("status", {"jobs": [j.to_dict() for j in jobs], **limits.to_dict()})
         return
     if not jobs:
         render.write(_empty_text(svc.explain_empty(query)) + "\n")
-        return
-    _print_table(jobs, many)
+    else:
+        _print_table(jobs, many)
+    for line in limit_lines(limits):
+        render.write(render.clean(line, oneline=True) + "\n")
+
+
+def limit_lines(limits: svc_status.Limits) -> list[str]:
+    """One line per account that holds jobs back, and the waker if one sleeps."""
+    from codexw.core import limiter
+
+    lines = [f"account {a.label}: {limiter.describe(a)}" for a in limits.accounts
+             if a.throttled or a.budget_spent or a.next_start is not None]
+    if limits.waker is not None:
+        until = limits.waker["until"]
+        when = time.strftime("%H:%M:%S", time.localtime(until)) if until else "now"
+        lines.append(f"waker: pid {limits.waker['pid'] or '?'}, starts queued jobs at {when}")
+    return lines
 
 
 def _given(**flags: bool) -> str:
@@ -136,7 +152,8 @@ def _rows(jobs: list[Job], many: bool = False) -> list[list[str]]:
     for j in jobs:
         cells = [
             str(j.id),
-            render.state_text(j),
+            render.state_text(j) + (f" ({j.waiting})" if j.waiting in ("throttled", "budget")
+                                    else ""),
             j.spec.level,
             j.spec.type,
             render.age_or_duration(j),

@@ -41,6 +41,7 @@ COOLDOWN_MAX = 300.0
 HOUR, DAY = 3600.0, 86400.0
 
 THROTTLED, BUDGET, SLOT, AFTER = "throttled", "budget", "slot", "after"
+BUDGET_SPENT = "used its token budget"  # in the reason of a batch's unstarted jobs
 
 
 # -- identity ---------------------------------------------------------------------------

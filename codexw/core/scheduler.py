@@ -76,7 +76,7 @@ def _plan(store: Store, now: float) -> _Plan:
             continue
         if batch in budgets and budgets[batch][1] >= budgets[batch][0]:
             budget, used = budgets[batch]
-            cancel.append((q.id, f"not started: batch {batch} used its token budget"
+            cancel.append((q.id, f"not started: batch {batch} {limiter.BUDGET_SPENT}"
                                  f" ({used} of {budget} tokens)"))
             continue
         blocked = None

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from codexw.core import batchfile, paths
+from codexw.core import batchfile, limiter, paths
 from codexw.core.config import load_config
 from codexw.core.errors import UsageError
 from codexw.core.models import ACTIVE_STATES, Job, JobSpec, JobState
@@ -115,6 +115,14 @@ class BatchSnapshot:
     batch_id: int
     jobs: list[Job]  # the latest attempt of each task, in submission order
     started_at: float
+    # Accounts of its jobs that hold starts back now (rate-limited, budget spent).
+    accounts: list[limiter.AccountState] = field(default_factory=list)
+
+    @property
+    def unstarted(self) -> list[int]:
+        """Jobs never started because the batch used its token budget."""
+        return [j.id for j in self.jobs if j.state == JobState.CANCELLED
+                and j.started_at is None and limiter.BUDGET_SPENT in (j.reason or "")]
 
     def count(self, *states: JobState) -> int:
         return sum(1 for j in self.jobs if j.state in states)
@@ -157,6 +165,8 @@ class BatchSnapshot:
             "running": self.running,
             "queued": self.queued,
             "tokens": self.tokens,
+            "unstarted": self.unstarted,
+            "accounts": [a.to_dict() for a in self.accounts],
             "jobs": [j.to_dict() for j in self.jobs],
         }
 
@@ -164,7 +174,15 @@ class BatchSnapshot:
 def snapshot(store: Store, batch_id: int, started_at: float | None = None) -> BatchSnapshot:
     batch = store.get_batch(batch_id)
     latest = store.batch_latest(batch_id)
-    return BatchSnapshot(batch_id, [latest[k] for k in sorted(latest)], started_at or batch.created_at)
+    jobs = [latest[k] for k in sorted(latest)]
+    mine = {j.spec.account for j in jobs if not j.state.is_final}
+    queued: dict[str, int] = {}
+    for job in jobs:
+        if job.state == JobState.QUEUED and job.spec.account is not None:
+            queued[job.spec.account] = queued.get(job.spec.account, 0) + 1
+    accounts = [a for a in limiter.account_states(store, queued, time.time())
+                if a.id in mine and (a.throttled or a.budget_spent)] if mine else []
+    return BatchSnapshot(batch_id, jobs, started_at or batch.created_at, accounts)
 
 
 def watch(batch_id: int, safety_interval: float = 2.0) -> Iterator[BatchSnapshot]:

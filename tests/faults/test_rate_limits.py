@@ -129,4 +129,4 @@ def test_a_batch_token_budget_stops_starting_its_jobs(cx: Env) -> None:
         assert jobs[i]["state"] == "cancelled"
         assert jobs[i]["started_at"] is None
         assert "token budget" in jobs[i]["reason"], jobs[i]["reason"]
-    assert json.loads(proc.stdout.splitlines()[-1])["unstarted"] == [3, 4]
+    assert json.loads(proc.stdout)["unstarted"] == [3, 4]
