@@ -324,6 +324,9 @@ def _stats_text(st: Stats) -> str:
     lines.append(("disk", "  ".join(
         f"{name} {d.files} files {num(d.bytes)}B" for name, d in disk.items()
     ) + (f"  (average report {num(avg)}B)" if avg is not None else "")))
+    for day in st.rate_limits[:7]:
+        lines.append(("429s", f"{day['day']}: {day['429s']}, throttled"
+                              f" {format_duration(day['throttled_seconds'])}"))
     for label, ref in (("oldest", st.oldest), ("newest", st.newest)):
         if ref is not None:
             lines.append((label, f"job {ref.id} {_ts(ref.queued_at)} {ref.state}"
