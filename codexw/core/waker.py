@@ -90,6 +90,23 @@ def _say(until: float | None) -> None:
         pass
 
 
+# A sleep of a day (a spent daily token budget) still looks once in a while whether its
+# state dir exists: a removed one (a test's temp dir, a reset) never broadcasts again.
+SAFETY_WAKE = 600.0
+
+
+def _registry_id() -> tuple[int, int] | None:
+    try:
+        st = os.stat(paths.db_path())
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _same_registry(registry: tuple[int, int] | None) -> bool:
+    return registry is not None and _registry_id() == registry
+
+
 def main() -> int:
     from codexw.core import notify, scheduler
     from codexw.core.errors import CodexwError
@@ -103,6 +120,7 @@ def main() -> int:
         return 0  # another waker runs
     try:
         with Store.open() as store, notify.Listener() as listener:
+            registry = _registry_id()
             while True:
                 process.reap_children()
                 deadline = scheduler.fill_slots(store).deadline
@@ -117,7 +135,9 @@ def main() -> int:
                         return 0  # a new waker took over
                     continue
                 _say(deadline)
-                listener.wait(max(0.0, deadline - time.time()) + 0.01)
+                listener.wait(min(SAFETY_WAKE, max(0.0, deadline - time.time()) + 0.01))
+                if not _same_registry(registry):
+                    return 0  # the state dir was removed or made anew: not ours to serve
     except CodexwError as exc:
         sys.stderr.write(f"codexw waker: {exc}\n")
         return 1

@@ -49,7 +49,8 @@ def test_a_batch_at_j6_against_a_limit_of_two_streams_succeeds_with_few_429s(
     server.limit_in_flight = 2
     server.default = Message("done", hold=0.8)
     tasks = "\n".join(f"@fake http ;task {i}" for i in range(12))
-    proc = cx.run("batch", "-", "-j", "6", "--retries", "5", input=tasks + "\n", timeout=240)
+    proc = cx.run("batch", "-", "-j", "6", "--retries", "5", input=tasks + "\n", timeout=240,
+                  env={"CODEXW_RATE_LIMIT_BACKOFF": "2s"})  # the default
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "12 succeeded, 0 failed of 12" in proc.stdout, proc.stdout
 
