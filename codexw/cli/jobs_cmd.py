@@ -229,7 +229,8 @@ def _print_detail(detail: svc_status.JobDetail) -> None:
     s = job.spec
     lines = [
         ("job", f"{job.id}" + (f" (attempt {job.attempt}/{s.retries + 1})" if s.retries else "")),
-        ("state", render.state_text(job) + (f": {job.reason}" if job.reason else "")),
+        ("state", render.state_text(job) + (f": {job.reason}" if job.reason else "")
+         + (f" (waiting: {job.waiting})" if job.waiting else "")),
         ("task", render.task_head(s.task, 100)),
         ("level / type", f"{s.level} / {s.type}"),
         ("model", s.model or "codex default"),

@@ -178,7 +178,9 @@ class Gate:
         self.now = now
         ids = {a for a in account_ids if a is not None}
         self.accounts = store.accounts(ids) if ids else {}
-        self.active = store.active_per_account() if self.accounts else {}
+        # Only an allowance needs the active counts (one query less per plan otherwise).
+        throttled = any(a.allowance is not None for a in self.accounts.values())
+        self.active = store.active_per_account() if throttled else {}
         self.bookings: dict[str, float] = {}  # account -> next_start_at after this plan
         self.deadline: float | None = None  # the earliest time a wait here can end
         self.until: dict[str, float | None] = {}  # account -> end of its spent window

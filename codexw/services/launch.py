@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from codexw.core import envfile, lifecycle, limiter, paths, templates, validate
+from codexw.core import envfile, lifecycle, limiter, paths, scheduler, templates, validate
 from codexw.core.codex import in_git_repo, missing_codex  # one message for launch and doctor
 from codexw.core.config import Config, load_config
 from codexw.core.durations import parse_duration
@@ -437,5 +437,10 @@ def not_started_because(store: Store, job: Job) -> str:
             return f"waiting for job {dep} ({state.value}) to succeed"
     if job.spec.backend != "local":
         return f"waiting for a worker on queue {job.spec.queue or 'codex'}"
+    held = scheduler.waiting(store)[0].get(job.id)
+    if held == limiter.THROTTLED:
+        return "held back: its account is rate-limited (see `codexw status`)"
+    if held == limiter.BUDGET:
+        return "held back: its account's start or token budget is spent (see `codexw status`)"
     limit = job.spec.global_limit
     return "waiting for a free slot" + (f" (max_parallel {limit})" if limit else "")
