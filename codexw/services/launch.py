@@ -243,9 +243,13 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
     )
     account: dict[str, dict[str, object]] = {}
     if not remote:
-        identity = account_of(spec.codex_args)
-        spec = replace(spec, account=identity.id)
-        account[identity.id] = {"label": identity.label, **limiter.settings_from(cfg)}
+        try:
+            identity = account_of(spec.codex_args)
+        except OSError:
+            identity = None  # no salt in an unusable state dir: the registry says why next
+        if identity is not None:
+            spec = replace(spec, account=identity.id)
+            account[identity.id] = {"label": identity.label, **limiter.settings_from(cfg)}
     return Prepared(validate.check_spec(spec), warnings, account)
 
 
