@@ -152,8 +152,7 @@ def _rows(jobs: list[Job], many: bool = False) -> list[list[str]]:
     for j in jobs:
         cells = [
             str(j.id),
-            render.state_text(j) + (f" ({j.waiting})" if j.waiting in ("throttled", "budget")
-                                    else ""),
+            _state_cell(j),
             j.spec.level,
             j.spec.type,
             render.age_or_duration(j),
@@ -165,6 +164,15 @@ def _rows(jobs: list[Job], many: bool = False) -> list[list[str]]:
             cells.insert(-1, _home_short(j.spec.project))
         rows.append([render.clean(cell, oneline=True) for cell in cells])
     return rows
+
+
+def _state_cell(job: Job) -> str:
+    """The state, and for a queued job held back by its account's limits, that: "queued
+    (throttled)", "queued (retry in 20s, throttled)"."""
+    text = render.state_text(job)
+    if job.waiting not in ("throttled", "budget"):
+        return text
+    return f"{text[:-1]}, {job.waiting})" if text.endswith(")") else f"{text} ({job.waiting})"
 
 
 def _home_short(path: str) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -131,3 +133,35 @@ def test_a_batch_token_budget_stops_starting_its_jobs(cx: Env) -> None:
         assert jobs[i]["started_at"] is None
         assert "token budget" in jobs[i]["reason"], jobs[i]["reason"]
     assert json.loads(proc.stdout)["unstarted"] == [3, 4]
+
+
+def _wakers(cx: Env) -> list[int]:
+    marker = f"CODEXW_STATE_DIR={cx.state}"
+    found = []
+    for pid in processes_with_env(marker):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if b"codexw.core.waker" in fh.read():
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def test_one_waker_per_state_dir_whoever_asks_and_it_leaves_when_nothing_waits(cx: Env) -> None:
+    env = {"CODEXW_BACKOFF_BASE": "60s", "CODEXW_BACKOFF_MAX": "60s"}
+    cx.ok("launch", "--retries", "1", "@fake fail 500", env=env)
+    wait_until(lambda: cx.job(1)["state"] == "failed", what="the first attempt to fail")
+    assert cx.job(2)["state"] == "queued" and cx.job(2)["waiting"] == "after"
+    wait_until(lambda: _wakers(cx), what="a waker for the retry due in 60 s")
+    # Every command fills slots and asks for a waker: still one.
+    procs = [subprocess.Popen([sys.executable, "-m", "codexw", "status"], cwd=cx.project,
+                              env=cx.env, stdout=subprocess.DEVNULL) for _ in range(6)]
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0
+    (pid,) = _wakers(cx)
+    waker = status_json(cx)["waker"]
+    assert waker["pid"] == pid and waker["until"] == pytest.approx(cx.job(2)["not_before"])
+    cx.ok("kill", "2")
+    wait_until(lambda: not _wakers(cx), timeout=30, what="the waker to leave")
+    assert status_json(cx)["waker"] is None
