@@ -219,3 +219,32 @@ def test_two_keys_are_two_accounts_and_the_secret_is_not_kept(
         'model_provider = "mock"\n[model_providers.mock]\nenv_key = "MOCK_KEY"\n')
     mock = limiter.identify({**base, "MOCK_KEY": "k", "OPENAI_API_KEY": "sk-one-secret"})
     assert mock.id != one.id and mock.label.startswith("mock MOCK_KEY")
+
+
+@pytest.mark.parametrize(("line", "value"), [
+    ("adaptive = false", False), ('rate_limit_backoff = "0.5s"', 0.5),
+    ("rate_limit_retries = 0", 0), ("max_starts_per_minute = 30", 30),
+    ("max_tokens_per_hour = 1000000", 1_000_000), ('max_tokens_per_day = "5"', 5),
+])
+def test_limiter_keys_are_read_from_config(tmp_path: Path, line: str, value: object) -> None:
+    from codexw.core.config import parse_file, read_bytes
+
+    path = tmp_path / "config.toml"
+    path.write_text(line + "\n")
+    assert list(parse_file(path, read_bytes(path)).values()) == [value]
+
+
+@pytest.mark.parametrize("line", [
+    'adaptive = "maybe"', "rate_limit_backoff = 0", "rate_limit_retries = -1",
+    "rate_limit_retries = 101", "max_starts_per_minute = 0", "max_tokens_per_hour = 0",
+    "max_tokens_per_day = 1e3", "max_tokens_per_day = 10000000000000000",
+])
+def test_bad_limiter_values_name_the_file_and_key(tmp_path: Path, line: str) -> None:
+    from codexw.core.config import parse_file, read_bytes
+    from codexw.core.errors import ConfigError
+
+    path = tmp_path / "config.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(ConfigError) as err:
+        parse_file(path, read_bytes(path))
+    assert str(path) in err.value.message and line.split(" =")[0] in err.value.message
