@@ -183,7 +183,6 @@ class Gate:
         self.active = store.active_per_account() if throttled else {}
         self.bookings: dict[str, float] = {}  # account -> next_start_at after this plan
         self.deadline: float | None = None  # the earliest time a wait here can end
-        self.until: dict[str, float | None] = {}  # account -> end of its spent window
         self._windows: dict[str, tuple[bool, float | None]] = {}
 
     def _note(self, at: float | None) -> None:
@@ -206,7 +205,7 @@ class Gate:
             if due is not None and due > now:
                 self._note(due)
                 return BUDGET
-        spent, until = self._window(account)
+        spent, until = self.window(account)
         if spent:
             self._note(until)
             return BUDGET
@@ -222,7 +221,7 @@ class Gate:
             base = max(self.now, due or self.now)
             self.bookings[account.id] = base + 60.0 / account.max_starts_per_minute
 
-    def _window(self, account: Account) -> tuple[bool, float | None]:
+    def window(self, account: Account) -> tuple[bool, float | None]:
         """Whether a token window of the account is spent, and when enough of it frees
         (None: only running jobs spend it, their end will tell)."""
         if account.id in self._windows:
@@ -247,7 +246,6 @@ class Gate:
             if not found[0] or (until is not None and (found[1] is None or until > found[1])):
                 found = (True, until)
         self._windows[account.id] = found
-        self.until[account.id] = found[1]
         return found
 
     def book(self) -> None:
@@ -374,7 +372,7 @@ def account_states(store: Store, queued: Mapping[str, int], now: float) -> list[
             continue
         gate.deadline = None
         reason = gate.check(account.id)
-        spent, until = gate._window(account)
+        spent, until = gate.window(account)
         next_start = gate.deadline if reason is not None else None
         found.append(AccountState(
             account.id, account.label, cooling or account.allowance is not None,
