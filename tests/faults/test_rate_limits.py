@@ -55,6 +55,7 @@ def test_a_batch_at_j6_against_a_limit_of_two_streams_succeeds_with_few_429s(
                   env={"CODEXW_RATE_LIMIT_BACKOFF": "2s"})  # the default
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "12 succeeded, 0 failed of 12" in proc.stdout, proc.stdout
+    assert ": rate-limited at " in proc.stdout  # the progress display said it as it happened
 
     latest = {j["id"]: j for j in status_json(cx, "--all")["jobs"]}
     ended = [j for j in latest.values() if j["state"] == "failed"]
