@@ -8,6 +8,7 @@
 - jobs: inserting jobs and every change of state (models.TRANSITIONS)
 - reads: jobs by id, project, queue order, active, retry chains
 - batches: batch limits and a batch's newest attempts
+- accounts: the rate limiter's rows (settings and state per account, its events)
 - files (what cleanup needs) and stats (`status --stats`): imported on first use
 - sql: state filters and WHERE clauses built from models' state sets
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from codexw.core.store.accounts import Account, Accounts
 from codexw.core.store.batches import Batch, Batches
 from codexw.core.store.connection import BUSY_TIMEOUT_S, Connection
 from codexw.core.store.jobs import JobWrites
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from codexw.core.store.files import JobFiles
 
 __all__ = [
+    "Account",
     "BUSY_TIMEOUT_S",
     "MIGRATIONS",
     "SCHEMA_VERSION",
@@ -38,7 +41,7 @@ __all__ = [
 ]
 
 
-class Store(JobWrites, Batches, JobReads, Connection):
+class Store(JobWrites, Batches, JobReads, Accounts, Connection):
     """The registry. Open with `Store.open()` (a context manager that closes it), write
     inside `transaction()`."""
 

@@ -26,12 +26,13 @@ class Batch:
 
 class Batches(JobReads):
     def insert_batch(
-        self, project: str, source: str | None, max_parallel: int | None, halt_on_failure: bool
+        self, project: str, source: str | None, max_parallel: int | None, halt_on_failure: bool,
+        budget_tokens: int | None = None,
     ) -> int:
         cur = self._exec(
-            "INSERT INTO batches (created_at, project, source, max_parallel, halt_on_failure)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (time.time(), project, source, max_parallel, int(halt_on_failure)),
+            "INSERT INTO batches (created_at, project, source, max_parallel, halt_on_failure,"
+            " budget_tokens) VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time(), project, source, max_parallel, int(halt_on_failure), budget_tokens),
         )
         return int(cur.lastrowid)  # type: ignore[arg-type]
 
