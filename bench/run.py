@@ -564,6 +564,46 @@ def bench_codex_processes(jobs: int) -> list[Row]:
     ]
 
 
+def _limited_batch(n: int, hold: float, adaptive: bool, config: str) -> tuple[float, int, int]:
+    """A batch of `n` jobs at -j 6 against a model server that takes 2 streams at once
+    (429 above): (wall seconds, 429s the server sent, attempts the batch used)."""
+    sys.path.insert(0, str(REPO))
+    from tests.e2e.mock_responses import Message, MockResponses
+
+    box = Sandbox()
+    try:
+        (box.root / "config" / "config.toml").write_text(
+            config + f"adaptive = {'true' if adaptive else 'false'}\n")
+        tasks = box.root / "tasks.txt"
+        tasks.write_text("".join(f"@fake http ;limited task {i}\n" for i in range(n)))
+        box.codexw("status")
+        with MockResponses() as server:
+            server.limit_in_flight = 2
+            server.default = Message("done", hold=hold)
+            box.env["FAKE_CODEX_BASE_URL"] = server.base_url
+            wall = timed(lambda: box.codexw("batch", str(tasks), "-j", "6", "--retries", "5"))
+            rejected = server.rejected
+        db = sqlite3.connect(box.state / "codexw.db")
+        attempts = db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        db.close()
+        return wall, rejected, attempts
+    finally:
+        box.close()
+
+
+def bench_rate_limit(n: int, hold: float, config: str) -> Row:
+    """The same batch against the same limited server, adaptive concurrency on and off."""
+    wall, limited, attempts = _limited_batch(n, hold, True, config)
+    ref_wall, ref_limited, ref_attempts = _limited_batch(n, hold, False, config)
+    fewer = limited / ref_limited if ref_limited else 0.0
+    faster = wall / ref_wall
+    return Row(f"`batch` of {n} jobs ({hold:g} s each) at -j 6 against 2 streams: 429s, wall,"
+               " attempts", f"{limited}, {wall:.1f} s, {attempts}",
+               f"{ref_limited}, {ref_wall:.1f} s, {ref_attempts} (`adaptive = false`)",
+               f"{fewer:.2f}× 429s, {faster:.2f}× wall", "≤ 0.33× 429s, ≤ 0.6× wall",
+               verdict(fewer <= 1 / 3 and faster <= 0.6))
+
+
 def compile_codexw() -> None:
     import compileall
 
@@ -573,7 +613,7 @@ def compile_codexw() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts, for CI")
-    parser.add_argument("--only", help="comma-separated: launch,rss,wait,batch,status,codex,cleanup")
+    parser.add_argument("--only", help="comma-separated: launch,rss,wait,batch,ratelimit,status,codex,cleanup")
     parser.add_argument("--rounds", type=int, help="cleanup: side-by-side rounds, the order"
                         " alternating (default 3, 1 with --quick); the ratio is their median")
     parser.add_argument("--sync", choices=("fs", "all"), default="fs",
@@ -587,6 +627,8 @@ def main() -> int:
         ("rss", bench_runner_rss),
         ("wait", lambda: bench_wait(3 if q else 15)),
         ("batch", lambda: bench_batch(20 if q else 200)),
+        ("ratelimit", lambda: bench_rate_limit(6 if q else 10, 0.3 if q else 2.0,
+                                               'backoff_base = "1s"\n' if q else "")),
         ("status", lambda: bench_status(2_000 if q else 100_000, 3 if q else 10)),
         ("codex", lambda: bench_codex_processes(8)),
         ("cleanup", lambda: bench_cleanup(300 if q else 10_000,

@@ -215,7 +215,6 @@ def main(argv: list[str]) -> int:
             break
         job_id = taken.id
         _redirect_output(job_id)
-    scheduler.linger(store, lambda: stop.requested)
     return 0
 
 

@@ -134,7 +134,8 @@ def cx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pycache: Path) -> Iterat
     codex.chmod(0o755)
     config_dir = tmp_path / "config"
     config_dir.mkdir()
-    (config_dir / "config.toml").write_text('backoff_base = "0.2s"\nkill_grace = "3s"\n')
+    (config_dir / "config.toml").write_text(
+        'backoff_base = "0.2s"\nkill_grace = "3s"\nrate_limit_backoff = "0.2s"\n')
     env = {
         k: v for k, v in os.environ.items()
         if not k.startswith(("CODEXW_", "FAKE_CODEX_", "CODEX_HOME"))

@@ -46,6 +46,7 @@ def batch(
     sections: bool = typer.Option(None, "--sections/--no-sections", help="Append to the task a request for a final message in the report's sections (Task Summary, Files Modified, Changes Made, Issues Encountered, Next Steps); --no-sections sends the task alone. [default: on, or report_sections in the config]"),
     fmt: str = typer.Option(None, "--format", metavar="FORMAT", help="text, jsonl or toml. [default: from the file name]"),
     halt_on_failure: bool = typer.Option(False, "--halt-on-failure", help="Start no new job after the first failure."),
+    budget_tokens: int = typer.Option(None, "--budget-tokens", metavar="N", help="Start no more of its jobs once the batch used N tokens (input + output); the rest end cancelled, listed as not started."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Queue the batch and return at once."),
     backend: str = typer.Option(None, "--backend", metavar="BACKEND", help="local or celery: where the jobs run. [default: CODEXW_BACKEND, backend, else local]"),
     broker: str = typer.Option(None, "--broker", metavar="URL", help="Broker URL for --backend celery. [default: CODEXW_BROKER_URL or broker_url]"),
@@ -73,6 +74,7 @@ def batch(
         BatchRequest(
             source=source if source != "-" else "<stdin>", text=text, fmt=fmt,
             max_parallel=max_parallel, halt_on_failure=halt_on_failure, notify_each=notify_each,
+            budget_tokens=budget_tokens,
             defaults=LaunchRequest(
                 task="", level=level, type=job_type, model=model, sandbox=sandbox, cwd=cd,
                 timeout=timeout, retries=retries, retry_timeouts=retry_timeouts,
@@ -167,11 +169,16 @@ def _watch_plain(snapshots: Iterator[BatchSnapshot], quiet: bool) -> BatchSnapsh
     seen_running: set[int] = set()
     seen_final: set[int] = set()
     seen_overlaps: set[tuple[int, int, bool]] = set()
+    said: set[str] = set()
     snap = None
     for snap in snapshots:
         if not quiet:
             for line in _new_overlaps(snap, seen_overlaps):
                 render.write(line + "\n")
+            lines = set(_account_lines(snap))
+            for line in sorted(lines - said):
+                render.write(line + "\n")
+            said = lines
         for job in snap.jobs:
             if quiet:
                 continue
@@ -233,8 +240,17 @@ def _watch_rich(snapshots: Iterator[BatchSnapshot]) -> BatchSnapshot | None:
                 description=(f"[green]{snap.succeeded} ok[/] [red]{snap.failed} failed[/]"
                              f" [blue]{snap.running} running[/] [cyan]{snap.queued} queued[/]{eta}"),
             )
-            live.update(Group(progress, running_table(snap)))
+            accounts = [render.rich_text(line, "yellow") for line in _account_lines(snap)]
+            live.update(Group(progress, *accounts, running_table(snap)))
     return snap
+
+
+def _account_lines(snap: BatchSnapshot) -> list[str]:
+    """What holds the batch's starts back now, one line per account."""
+    from codexw.core import limiter
+
+    return [render.clean(f"account {a.label}: {limiter.describe(a)}", oneline=True)
+            for a in snap.accounts]
 
 
 def _summary(snap: BatchSnapshot) -> None:
@@ -252,6 +268,8 @@ def _summary(snap: BatchSnapshot) -> None:
     for job in failed:
         lines.append(f"  {job.state.value} job {job.id}: {render.clean(job.reason or '-', oneline=True)}"
                      f"\n    {render.clean(job.report_path or '-', oneline=True)}")
+    if snap.unstarted:
+        lines.append(f"token budget used: not started: jobs {', '.join(map(str, snap.unstarted))}")
     if failed:
         lines.append(f"re-run them: codexw retry --batch {snap.batch_id}")
     render.write("\n".join(lines) + "\n")

@@ -83,13 +83,29 @@ def status(
         _watch(svc.watch(query), many)
         return
     jobs = svc.list_jobs(query)
+    limits = svc.limits()
     if as_json:
-        render.emit_json("status", {"jobs": [j.to_dict() for j in jobs]})
+        render.emit_json("status", {"jobs": [j.to_dict() for j in jobs], **limits.to_dict()})
         return
     if not jobs:
         render.write(_empty_text(svc.explain_empty(query)) + "\n")
-        return
-    _print_table(jobs, many)
+    else:
+        _print_table(jobs, many)
+    for line in limit_lines(limits):
+        render.write(render.clean(line, oneline=True) + "\n")
+
+
+def limit_lines(limits: svc_status.Limits) -> list[str]:
+    """One line per account that holds jobs back, and the waker if one sleeps."""
+    from codexw.core import limiter
+
+    lines = [f"account {a.label}: {limiter.describe(a)}" for a in limits.accounts
+             if a.throttled or a.budget_spent or a.next_start is not None]
+    if limits.waker is not None:
+        until = limits.waker["until"]
+        when = time.strftime("%H:%M:%S", time.localtime(until)) if until else "now"
+        lines.append(f"waker: pid {limits.waker['pid'] or '?'}, starts queued jobs at {when}")
+    return lines
 
 
 def _given(**flags: bool) -> str:
@@ -145,7 +161,7 @@ def _rows(jobs: list[Job], many: bool = False) -> list[list[str]]:
     for j in jobs:
         cells = [
             str(j.id),
-            render.state_text(j),
+            _state_cell(j),
             j.spec.level,
             j.spec.type,
             render.age_or_duration(j),
@@ -161,6 +177,15 @@ def _rows(jobs: list[Job], many: bool = False) -> list[list[str]]:
                             "-" if j.files_changed is None else str(j.files_changed)]
         rows.append([render.clean(cell, oneline=True) for cell in cells])
     return rows
+
+
+def _state_cell(job: Job) -> str:
+    """The state, and for a queued job held back by its account's limits, that: "queued
+    (throttled)", "queued (retry in 20s, throttled)"."""
+    text = render.state_text(job)
+    if job.waiting not in ("throttled", "budget"):
+        return text
+    return f"{text[:-1]}, {job.waiting})" if text.endswith(")") else f"{text} ({job.waiting})"
 
 
 def _home_short(path: str) -> str:
@@ -231,7 +256,8 @@ def _print_detail(detail: svc_status.JobDetail) -> None:
     s = job.spec
     lines = [
         ("job", f"{job.id}" + (f" (attempt {job.attempt}/{s.retries + 1})" if s.retries else "")),
-        ("state", render.state_text(job) + (f": {job.reason}" if job.reason else "")),
+        ("state", render.state_text(job) + (f": {job.reason}" if job.reason else "")
+         + (f" (waiting: {job.waiting})" if job.waiting else "")),
         ("task", render.task_head(s.task, 100)),
         ("level / type", f"{s.level} / {s.type}"),
         ("model", s.model or "codex default"),
@@ -333,6 +359,9 @@ def _stats_text(st: Stats) -> str:
     lines.append(("disk", "  ".join(
         f"{name} {d.files} files {num(d.bytes)}B" for name, d in disk.items()
     ) + (f"  (average report {num(avg)}B)" if avg is not None else "")))
+    for day in st.rate_limits[:7]:
+        lines.append(("429s", f"{day['day']}: {day['429s']}, throttled"
+                              f" {format_duration(day['throttled_seconds'])}"))
     for label, ref in (("oldest", st.oldest), ("newest", st.newest)):
         if ref is not None:
             lines.append((label, f"job {ref.id} {_ts(ref.queued_at)} {ref.state}"

@@ -156,6 +156,56 @@ def is_transient(message: str | None) -> bool:
     return bool(message and _TRANSIENT_RE.search(message))
 
 
+# A rate limit (HTTP 429, codex's "exceeded retry limit, last status: 429 Too Many
+# Requests", a usage limit), as opposed to a quota that no waiting restores.
+_RATE_LIMIT_RE = re.compile(
+    r"\b429\b|too many requests|rate.?limit|usage limit", re.IGNORECASE
+)
+_QUOTA_RE = re.compile(r"insufficient.quota|exceeded your current quota", re.IGNORECASE)
+_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "m": 60.0,
+          "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hour": 3600.0,
+          "hours": 3600.0}
+_RETRY_IN_RE = re.compile(
+    r"(?:try again|retry|resets?) in\s+(\d+(?:\.\d+)?)\s*(ms|seconds?|sec|s|minutes?|min|m|"
+    r"hours?|h)\b|retry-after:?\s*(\d+(?:\.\d+)?)",
+    re.IGNORECASE,
+)
+_RETRY_AT_RE = re.compile(
+    r"(?:try again|resets?) at\s+(\d{1,2}):(\d{2})\s*([ap]\.?m\.?)?", re.IGNORECASE
+)
+MAX_RETRY_AFTER = 24 * 3600.0
+
+
+def rate_limit(message: str | None, now: float | None = None) -> tuple[bool, float | None]:
+    """(whether `message` reports a rate limit, seconds until it lifts if it says so:
+    "try again in 1.5s", "Retry-After: 20", "try again at 3:45 PM")."""
+    if not message or not _RATE_LIMIT_RE.search(message) or _QUOTA_RE.search(message):
+        return False, None
+    match = _RETRY_IN_RE.search(message)
+    if match:
+        if match.group(3) is not None:
+            return True, min(MAX_RETRY_AFTER, float(match.group(3)))
+        return True, min(MAX_RETRY_AFTER, float(match.group(1)) * _UNITS[match.group(2).lower()])
+    at = _RETRY_AT_RE.search(message)
+    if at:
+        import time
+
+        hour, minute = int(at.group(1)) % 24, int(at.group(2))
+        meridiem = (at.group(3) or "").lower().replace(".", "")
+        if meridiem == "pm" and hour < 12:
+            hour += 12
+        elif meridiem == "am" and hour == 12:
+            hour = 0
+        now = time.time() if now is None else now
+        local = time.localtime(now)
+        target = time.mktime((local.tm_year, local.tm_mon, local.tm_mday, hour, minute, 0,
+                              0, 0, -1))
+        if target <= now:
+            target += 24 * 3600
+        return True, min(MAX_RETRY_AFTER, target - now)
+    return True, None
+
+
 # Bounds on what a summary keeps: codex's stdout is untrusted, so no stream of events can
 # grow the runner's memory without limit or put a value SQLite refuses in the registry.
 # Tokens per value and per run, saturating: a trillion is far beyond any real run, and keeps

@@ -18,6 +18,7 @@ from codexw.core import notices, paths
 from codexw.core.durations import parse_duration
 from codexw.core.errors import ConfigError, UsageError
 from codexw.core.models import BACKENDS, ISOLATIONS, LEVELS, SANDBOXES, is_job_type
+from codexw.core.validate import int_problem, int_range
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -67,6 +68,13 @@ class Config:
     branch_prefix: str = "codexw/"
     worktree_copy: tuple[str, ...] = ()
     worktree_setup: tuple[str, ...] = ()
+    # The rate limiter per account (core/limiter.py; README "Rate limits").
+    adaptive: bool = True
+    rate_limit_backoff: float = 2.0
+    rate_limit_retries: int = 6
+    max_starts_per_minute: int | None = None
+    max_tokens_per_hour: int | None = None
+    max_tokens_per_day: int | None = None
     # Where job ends are announced (core.announce): desktop, webhook:URL, command:PATH.
     notify: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict, compare=False)
@@ -170,7 +178,12 @@ def on_notice(sink: Callable[[str], None] | None) -> None:
     notices.set_sink(sink)
 
 
-_DURATION_KEYS = {"timeout", "kill_grace", "backoff_base", "backoff_max", "app_server_idle"}
+_DURATION_KEYS = {"timeout", "kill_grace", "backoff_base", "backoff_max", "app_server_idle",
+                  "rate_limit_backoff"}
+# Whole numbers and their lowest value (the highest: core/validate.INT_RANGES).
+_COUNT_KEYS = {"max_parallel": 1, "retries": 0, "rate_limit_retries": 0,
+               "max_starts_per_minute": 1, "max_tokens_per_hour": 1, "max_tokens_per_day": 1,
+               "max_depth": 1}
 
 
 def _expected(key: str) -> str:
@@ -181,7 +194,12 @@ def _expected(key: str) -> str:
         "max_parallel": "a whole number of at least 1",
         "max_depth": "a whole number from 1 to 100",
         "retries": "a whole number of at least 0",
+        "rate_limit_retries": "a whole number of at least 0",
+        "max_starts_per_minute": "a whole number of at least 1",
+        "max_tokens_per_hour": "a whole number of at least 1",
+        "max_tokens_per_day": "a whole number of at least 1",
         "retry_timeouts": "true or false",
+        "adaptive": "true or false",
         "track_reports": "true or false",
         "report_sections": "true or false",
         "codex_native": "true or false",
@@ -216,18 +234,19 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
             return parse_duration(str(value), what=key)
         except UsageError:
             raise bad() from None
-    if key in ("max_parallel", "retries", "max_depth"):
+    if key in _COUNT_KEYS:
         if isinstance(value, str):
             try:
                 value = int(value)
             except ValueError:
                 raise bad() from None
-        if isinstance(value, bool) or not isinstance(value, int) or value < (
-            0 if key == "retries" else 1
-        ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < _COUNT_KEYS[key]:
+            raise bad()
+        if int_problem(value, *int_range(key)):
             raise bad()
         return value
-    if key in ("retry_timeouts", "track_reports", "report_sections", "codex_native"):
+    if key in ("retry_timeouts", "track_reports", "report_sections", "codex_native",
+               "adaptive"):
         if isinstance(value, str):
             lowered = value.lower()
             if lowered in ("1", "true", "yes", "on"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 GIT_TIMEOUT = 30.0
@@ -126,6 +127,13 @@ def snapshot(cwd: str) -> Snapshot | None:
         return None
     head = _git(cwd, "rev-parse", "--verify", "-q", "HEAD")
     snap = Snapshot(top_dir, head.decode().strip() if head else None)
+    for code, path in status_entries(out):
+        snap.entries[path] = (code, _stat(os.path.join(top_dir, path)))
+    return snap
+
+
+def status_entries(out: bytes) -> Iterator[tuple[str, str]]:
+    """(XY code, path) from `git status --porcelain=v1 -z`, codexw's own files left out."""
     fields = out.split(b"\0")
     i = 0
     while i < len(fields):
@@ -137,10 +145,8 @@ def snapshot(cwd: str) -> Snapshot | None:
         path = entry[3:].decode("utf-8", "surrogateescape")
         if code[0] in "RC":
             i += 1  # the next field is the rename's source
-        if path.startswith(IGNORED_PREFIXES):
-            continue
-        snap.entries[path] = (code, _stat(os.path.join(top_dir, path)))
-    return snap
+        if not path.startswith(IGNORED_PREFIXES):
+            yield code, path
 
 
 def _kind(code: str) -> str:

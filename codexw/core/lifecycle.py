@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codexw.core import announce, envfile, events, naming, paths, process, reports, templates
+from codexw.core import (
+    announce,
+    envfile,
+    events,
+    limiter,
+    naming,
+    paths,
+    process,
+    reports,
+    templates,
+)
 from codexw.core.codex import RunSummary
 from codexw.core.errors import CodexwError
 from codexw.core.models import TOKEN_KEYS, Job, JobSpec, JobState
@@ -31,6 +41,10 @@ class Ending:
     reason: str | None = None
     exit_code: int | None = None
     retryable: bool = False
+    # Rate-limited (core/limiter.py): requeued without counting against --retries;
+    # `retry_after`: seconds until the limit lifts, when codex said so.
+    rate_limited: bool = False
+    retry_after: float | None = None
 
 
 def log_path(job_id: int) -> Path:
@@ -189,7 +203,7 @@ def backoff_delay(job: Job) -> float:
 
 
 def wants_retry(job: Job, ending: Ending) -> bool:
-    if job.attempt > job.spec.retries:
+    if job.attempt - job.rate_limited > job.spec.retries:  # rate-limited ones are free
         return False
     if ending.state == JobState.TIMED_OUT:
         return job.spec.retry_timeouts
@@ -237,13 +251,21 @@ def record_end(
         )
         if not recorded:
             return False, None
-        retrying = wants_retry(job, ending)
+        limited_until = None
+        if ending.rate_limited:
+            limited_until = limiter.rate_limited(store, job, ended_at, ending.retry_after)
+        elif ending.state == JobState.SUCCEEDED:
+            limiter.succeeded(store, job, ended_at)
+        free = ending.rate_limited and job.rate_limited < limiter.retries_allowed(store, job)
+        retrying = free or wants_retry(job, ending)
         if announce.record_ending(store, job, retrying=retrying, now=ended_at) and (
             announce_after_commit
         ):
             store.after_commit(announce.spawn_sender)
         if retrying:
             # No TEMP report possible (disk full): still retry once, the runner writes it.
+            # A rate-limited attempt is requeued without counting against --retries, for
+            # when the account's cool-down ends (the job's own backoff if not adaptive).
             retry_id = queue_with_report(
                 store,
                 job.spec,
@@ -251,10 +273,12 @@ def record_end(
                 report_required=False,
                 attempt=job.attempt + 1,
                 retry_of=job.id,
-                not_before=ended_at + backoff_delay(job),
+                not_before=limited_until or ended_at + backoff_delay(job),
+                rate_limited=job.rate_limited + int(free),
             )
             store.repoint_deps(job.id, retry_id)
-        elif ending.state in HALTING and job.spec.batch_id is not None:
+        elif (ending.state in HALTING and job.spec.batch_id is not None
+              and not ending.rate_limited):  # a rate limit is no failure of the batch
             store.halt_batch(job.spec.batch_id, f"job {job.id} {ending.state.value}")
         forget_launch_env(store, job.spec.env_key)
     return True, retry_id

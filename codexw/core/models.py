@@ -137,6 +137,9 @@ class JobSpec:
     worktree_setup: tuple[str, ...] = ()
     # The main tree had uncommitted changes at launch that the worktree does not have.
     dirty_base: bool = False
+    # The account codex authenticates with (core/limiter.py): a salted hash, never the
+    # secret; jobs of one account share its rate limiter. None: not limited (remote).
+    account: str | None = None
     # Where the end of this job is announced (core.announce): `desktop`, `webhook:URL`,
     # `command:PATH`; copied from config and flags at launch (the runner reads no config).
     notify: tuple[str, ...] = ()
@@ -163,6 +166,7 @@ class Job:
     started_at: float | None = None
     ended_at: float | None = None
     not_before: float | None = None
+    claimed_at: float | None = None  # when a slot was claimed for it (its start)
     claimed_by_pid: int | None = None
     claimed_by_start: float | None = None
     runner_pid: int | None = None
@@ -190,6 +194,12 @@ class Job:
     # runner commits them), and when `codexw merge` brought the branch in.
     files_changed: int | None = None
     merged_at: float | None = None
+    # Attempts before this one that ended rate-limited: they do not count against
+    # `--retries` (core/limiter.py).
+    rate_limited: int = 0
+    # Why a queued job waits (throttled, budget, slot, after): computed by the
+    # scheduler's plan for listings, never stored.
+    waiting: str | None = field(default=None, compare=False)
 
     @property
     def duration(self) -> float | None:
@@ -207,7 +217,8 @@ class Job:
         computed = {
             "state": self.state.value,
             "after": list(self.spec.after),
-            "max_attempts": self.spec.retries + 1,
+            # Rate-limited attempts do not count against --retries.
+            "max_attempts": self.spec.retries + 1 + self.rate_limited,
             "duration": self.duration,
             "tokens": dict(self.tokens),
             "files": [{"path": p, "kind": k} for p, k in sorted(self.files.items())],
@@ -232,7 +243,8 @@ JOB_JSON_KEYS = (
     "runner_pid", "codex_pgid", "exit_code", "reason", "tokens", "files", "thread_id",
     "report_path",
     "log_path", "last_action", "host", "backend", "queue", "celery_task_id",
-    "branch", "base_commit", "worktree", "merged_at", "files_changed",
+    "branch", "base_commit", "worktree", "merged_at", "files_changed", "account",
+    "rate_limited", "waiting",
 )
 _SPEC_FIELD_NAMES = frozenset(f.name for f in fields(JobSpec)) - frozenset(
     f.name for f in fields(Job)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 _LINUX = sys.platform.startswith("linux")
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -313,3 +314,18 @@ def reap_children() -> None:
 def forget_children() -> None:
     """In a forked process: what the parent spawned are not this process's children."""
     _children.clear()
+
+
+def anonymous_file(directory: os.PathLike[str] | str, text: str = "") -> BinaryIO:
+    """An anonymous 0600 file in `directory` holding `text`, read from its start: a child's
+    stdin (codex's prompt) or its output (tempfile costs ~1 MB RSS)."""
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
+    except (AttributeError, OSError):
+        path = os.path.join(directory, f".anon-{os.getpid()}-{os.urandom(4).hex()}")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.unlink(path)
+    handle = os.fdopen(fd, "w+b")
+    handle.write(text.encode("utf-8", "surrogateescape"))
+    handle.seek(0)
+    return handle

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from codexw.core import codexbin, gitdelta, naming, process, validate
 from codexw.core.codex import (
@@ -25,6 +25,7 @@ from codexw.core.codex import (
     build_argv,
     build_prompt,
     is_transient,
+    rate_limit,
 )
 from codexw.core.codexbin import CodexProgram
 from codexw.core.errors import CodexwError
@@ -122,18 +123,18 @@ def _codex_preexec() -> None:
     process.set_parent_death_signal()
 
 
-def _prompt_file(directory: os.PathLike[str], text: str) -> BinaryIO:
-    """An anonymous 0600 file holding the prompt, codex's stdin (tempfile costs ~1 MB RSS)."""
-    try:
-        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
-    except (AttributeError, OSError):
-        path = os.path.join(directory, f".prompt-{os.getpid()}-{os.urandom(4).hex()}")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        os.unlink(path)
-    prompt = os.fdopen(fd, "w+b")
-    prompt.write(text.encode("utf-8", "surrogateescape"))
-    prompt.seek(0)
-    return prompt
+def failure(reason: str, code: int | None, context: str = "",
+            transient: bool | None = None) -> Ending:
+    """A failed run's ending: retryable when `reason` is transient (unless `transient`
+    says), and rate-limited (requeued by the limiter) when it or `context`, codex's
+    stderr, says so."""
+    retryable = is_transient(reason) if transient is None else transient
+    ending = Ending(JobState.FAILED, reason, code, retryable)
+    limited, after = rate_limit(f"{reason}\n{context}")
+    if limited:
+        ending.reason = f"rate-limited: {reason}"
+        ending.retryable, ending.rate_limited, ending.retry_after = True, True, after
+    return ending
 
 
 class CodexRun:
@@ -185,7 +186,7 @@ class CodexRun:
         except OSError as exc:
             return f"cannot open the event log {log}: {exc.strerror or exc}"
         try:
-            prompt = _prompt_file(log.parent, build_prompt(spec.task, spec.report_sections))
+            prompt = process.anonymous_file(log.parent, build_prompt(spec.task, spec.report_sections))
         except OSError as exc:
             os.close(stderr_fd)
             return f"cannot write the prompt for codex in {log.parent}: {exc.strerror or exc}"
@@ -323,16 +324,14 @@ class CodexRun:
         s = self.summary
         if code == 0 and not s.turn_failed:
             return Ending(JobState.SUCCEEDED, None, 0, False)
-        if s.turn_failed or s.error:
-            reason = s.error or "the turn failed"
-            return Ending(JobState.FAILED, reason, code, is_transient(reason))
-        if code is not None and code < 0:
+        if code is not None and code < 0 and not s.turn_failed and not s.error:
             return Ending(
                 JobState.FAILED, f"codex was killed by {signal.Signals(-code).name}", code, False
             )
-        return Ending(
-            JobState.FAILED, f"codex exited with status {code}{self.stderr_tail()}", code, False
-        )
+        tail = self.stderr_tail()
+        if s.turn_failed or s.error:
+            return failure(s.error or "the turn failed", code, tail)
+        return failure(f"codex exited with status {code}{tail}", code, tail, transient=False)
 
     def stderr_tail(self) -> str:
         path = stderr_log(self.sink.log_file())

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from codexw.core import announce, process
+from codexw.core import announce, limiter, process
 from codexw.core.backend import Backend, backend_for
 from codexw.core.lifecycle import Ending, end_without_runner, forget_launch_env
 from codexw.core.models import Job, JobState
@@ -28,6 +27,7 @@ class ReconcileResult:
     started: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     taken: Job | None = None  # a job the caller adopted to run itself (take_one)
+    deadline: float | None = None  # the earliest time a queued job's wait ends by itself
 
 
 @dataclass
@@ -35,13 +35,20 @@ class _Plan:
     start: list[Job] = field(default_factory=list)
     cancel: list[tuple[Job, str]] = field(default_factory=list)
     damaged: list[Unreadable] = field(default_factory=list)  # queued rows that cannot be read
+    # Why each queued job that does not start waits (limiter.THROTTLED, BUDGET, SLOT,
+    # AFTER), and the earliest time one of these waits ends by itself (a backoff, a
+    # cool-down, the start bucket, a token window): the waker's alarm.
+    waiting: dict[int, str] = field(default_factory=dict)
+    deadline: float | None = None
+    gate: limiter.Gate | None = None
 
     def __bool__(self) -> bool:
         return bool(self.start or self.cancel or self.damaged)
 
 
 def _plan(store: Store, now: float) -> _Plan:
-    """Inside a transaction: which queued jobs start now, which are cancelled.
+    """Inside a transaction: which queued jobs start now, which are cancelled, and why
+    the others wait.
 
     Decided on a few columns per queued job (store.queue()); whole rows are read only
     for the jobs acted on, and a damaged one goes to `damaged`, never to a slot."""
@@ -51,11 +58,15 @@ def _plan(store: Store, now: float) -> _Plan:
         return plan
     start: list[int] = []
     cancel: list[tuple[int, str]] = []
+    waiting = plan.waiting
     suspects = [q.id for q in queued if q.suspect]
     total, per_batch = store.active_counts()
     limits = store.batch_limits()
     halted = store.halted_batches()
+    budgets = store.batch_budgets()
+    gate = plan.gate = limiter.Gate(store, (q.account for q in queued), now)
     dep_states = store.states_of({d for q in queued for d in q.after})
+    deadline: float | None = None
     for q in queued:
         if q.suspect:
             continue
@@ -63,7 +74,10 @@ def _plan(store: Store, now: float) -> _Plan:
         if batch in halted:
             cancel.append((q.id, f"batch {batch} halted after a failure ({halted[batch]})"))
             continue
-        if q.not_before is not None and q.not_before > now:
+        if batch in budgets and budgets[batch][1] >= budgets[batch][0]:
+            budget, used = budgets[batch]
+            cancel.append((q.id, f"not started: batch {batch} {limiter.BUDGET_SPENT}"
+                                 f" ({used} of {budget} tokens)"))
             continue
         blocked = None
         for dep in q.after:
@@ -81,26 +95,52 @@ def _plan(store: Store, now: float) -> _Plan:
             cancel.append((q.id, blocked))
             continue
         if blocked == "":
+            waiting[q.id] = limiter.AFTER
+            continue
+        why = gate.check(q.account)
+        if why is not None:
+            waiting[q.id] = why
+            continue
+        if q.not_before is not None and q.not_before > now:
+            waiting[q.id] = limiter.AFTER  # a retry's backoff
+            deadline = q.not_before if deadline is None else min(deadline, q.not_before)
             continue
         if q.global_limit is not None and total >= q.global_limit:
+            waiting[q.id] = limiter.SLOT
             continue
         if batch is not None:
             limit = limits.get(batch)
             if limit is not None and per_batch.get(batch, 0) >= limit:
+                waiting[q.id] = limiter.SLOT
                 continue
             per_batch[batch] = per_batch.get(batch, 0) + 1
+        gate.started(q.account)
         start.append(q.id)
         total += 1
+    if gate.deadline is not None:
+        deadline = gate.deadline if deadline is None else min(deadline, gate.deadline)
+    plan.deadline = deadline
     jobs = store.jobs_by_id(start + [i for i, _ in cancel] + suspects, damaged=plan.damaged)
     plan.start = [jobs[i] for i in start if i in jobs]
     plan.cancel = [(jobs[i], why) for i, why in cancel if i in jobs]
     return plan
 
 
+def waiting(store: Store) -> tuple[dict[int, str], float | None]:
+    """Why each queued job waits, and when the earliest time-bound wait ends (on a read
+    snapshot: for listings and the waker)."""
+    with store.snapshot():
+        plan = _plan(store, time.time())
+    return plan.waiting, plan.deadline
+
+
 def fill_slots(
     store: Store, result: ReconcileResult | None = None, take_one: bool = False
 ) -> ReconcileResult:
     """Start every queued job that has a free slot; cancel those that never can.
+
+    A queued job left waiting for a time (a backoff, a cool-down, a budget window)
+    gets the state dir's waker (core/waker.py), which starts it then.
 
     `take_one` (the fork of a runner whose job just ended): the first startable local
     job is adopted by the calling process in the same transaction (`result.taken`)
@@ -116,15 +156,20 @@ def fill_slots(
         # Skipping on a consistent snapshot is safe: whoever changes the queue after it
         # (a launch, an ending runner, a kill) fills the slots itself.
         with store.snapshot():
-            if not _plan(store, time.time()):
+            plan = _plan(store, time.time())
+            result.deadline = plan.deadline
+            if not plan:
                 break
         with store.transaction():
             plan = _plan(store, time.time())
+            result.deadline = plan.deadline
             cancel = plan.cancel
             for damaged in plan.damaged:
                 if store.end_unreadable(damaged, time.time()):
                     forget_launch_env(store, damaged.job.spec.env_key)
             claimed = [job for job in plan.start if store.mark_starting(job.id, me, my_start)]
+            if claimed and plan.gate is not None:
+                plan.gate.book()
             if take_one and result.taken is None:
                 mine = next((j for j in claimed if j.spec.backend == "local"), None)
                 if mine is not None and store.adopt(mine.id, me, my_start, mine.job_key):
@@ -153,6 +198,11 @@ def fill_slots(
                     store.adopt(job_id, pid, start_time)
         if not cancel:
             break
+    if result.deadline is not None:
+        # A queued job waits for a time: whoever leaves, the waker starts it then.
+        from codexw.core import waker
+
+        waker.ensure(result.deadline)
     return result
 
 
@@ -215,20 +265,3 @@ def _known_backend(job: Job) -> Backend | None:
         return backend_for(job.spec.backend)
     except (KeyError, TypeError, ImportError):
         return None
-
-
-LINGER_LIMIT = 900.0  # a runner stays this long at most to start a retry whose backoff is due
-
-
-def linger(store: Store, stopped: Callable[[], bool]) -> None:
-    """Start retries whose backoff runs out soon, since no daemon will (the caller is a
-    runner whose work is done). The registry is read again every few seconds: a retry
-    cancelled meanwhile ends the wait."""
-    give_up = time.time() + LINGER_LIMIT
-    while not stopped():
-        due = store.next_due(time.time())
-        if due is None or due > give_up:
-            return
-        time.sleep(min(max(0.0, due - time.time()), 5.0))
-        if time.time() >= due:
-            fill_slots(store)

@@ -11,6 +11,9 @@ Limits (documented in the README):
   retries                0 … 100
   priority               -2^31 … 2^31-1
   max_parallel           1 … 10000
+  rate_limit_retries     0 … 100
+  max_starts_per_minute  1 … 100000
+  token budgets          1 … 10^15
   durations              more than 0, at most 366 days, finite
   text                   no NUL byte, valid UTF-8 (no lone surrogates from bad argv bytes)
   max_depth              1 … 100
@@ -49,8 +52,15 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "global_limit": (1, MAX_PARALLEL),
     "max_parallel": (1, MAX_PARALLEL),
     "max_depth": (1, MAX_DEPTH),
+    "rate_limited": (0, MAX_RETRIES),
+    "rate_limit_retries": (0, MAX_RETRIES),
+    "max_starts_per_minute": (1, 100_000),
+    "max_tokens_per_hour": (1, 10**15),
+    "max_tokens_per_day": (1, 10**15),
+    "budget_tokens": (1, 10**15),
 }
-DURATIONS = frozenset({"timeout", "kill_grace", "backoff_base", "backoff_max"})
+DURATIONS = frozenset({"timeout", "kill_grace", "backoff_base", "backoff_max",
+                       "rate_limit_backoff"})
 LABELS = {
     "after": "--after job id",
     "global_limit": "max_parallel",
@@ -104,6 +114,10 @@ def check_int(value: int, what: str, lo: int, hi: int) -> int:
 
 def check_id(value: int, what: str = "job id") -> int:
     return check_int(value, what, 1, MAX_ID)
+
+
+def int_range(name: str) -> tuple[int, int]:
+    return INT_RANGES.get(name, INT64)
 
 
 def check_max_parallel(value: int, what: str = "--max-parallel") -> int:

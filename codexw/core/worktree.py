@@ -81,19 +81,7 @@ def dirty_files(tree: str, untracked: bool = True) -> list[str]:
     """Paths `git status` lists in `tree` (codexw's own .codexw/ left out)."""
     out = git(tree, "status", "--porcelain=v1", "-z",
               "--untracked-files=" + ("all" if untracked else "no"), "--ignore-submodules=all")
-    found = []
-    fields = out.split("\0")
-    i = 0
-    while i < len(fields):
-        entry = fields[i]
-        i += 1
-        if len(entry) < 4:
-            continue
-        if entry[0] in "RC":
-            i += 1
-        if not entry[3:].startswith(gitdelta.IGNORED_PREFIXES):
-            found.append(entry[3:])
-    return found
+    return [path for _, path in gitdelta.status_entries(out.encode("utf-8", "surrogateescape"))]
 
 
 def identity_env(cwd: str) -> dict[str, str]:
@@ -316,10 +304,8 @@ def _setup(argv: tuple[str, ...], prep: Prepared, env: dict[str, str],
     """Run the setup command in the worktree (its own process group, the job's marker in
     its environment); its output goes to the event log, its failure fails the job."""
     shown = " ".join(argv)
-    from codexw.core.run import _prompt_file  # an anonymous 0600 file (here: for output)
-
     try:
-        out = _prompt_file(paths.logs_dir(), "")
+        out = process.anonymous_file(paths.logs_dir())
     except OSError as exc:
         prep.problem = f"worktree setup: no room for its output ({exc.strerror or exc})"
         return

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from codexw.core import batchfile, paths
+from codexw.core import batchfile, limiter, paths
 from codexw.core.config import load_config
 from codexw.core.errors import UsageError
 from codexw.core.models import ACTIVE_STATES, Job, JobSpec, JobState
@@ -16,7 +16,7 @@ from codexw.core.notify import Listener
 from codexw.core.process import reap_children
 from codexw.core.scheduler import fill_slots, reconcile
 from codexw.core.store import Store
-from codexw.core.validate import check_max_parallel, check_notify
+from codexw.core.validate import check_int, check_max_parallel, check_notify, int_range
 from codexw.services.common import open_store
 from codexw.services.launch import LaunchRequest, enqueue, prepare
 
@@ -38,6 +38,8 @@ class BatchRequest:
     fmt: str | None = None
     max_parallel: int | None = None
     halt_on_failure: bool = False
+    # Stop starting the batch's jobs once its attempts used this many tokens.
+    budget_tokens: int | None = None
     # The batch's end is announced once (defaults.notify, else the config's `notify`);
     # with `notify_each`, every job's end too.
     notify_each: bool = False
@@ -68,12 +70,15 @@ def submit(req: BatchRequest) -> BatchSubmitted:
     project = paths.project_root(base.cwd or os.getcwd())
     config = load_config(project)
     max_parallel = req.max_parallel or config.max_parallel or DEFAULT_MAX_PARALLEL
+    if req.budget_tokens is not None:
+        check_int(req.budget_tokens, "--budget-tokens", *int_range("budget_tokens"))
     notify = base.notify if base.notify is not None else config.notify
     check_notify(notify, "--notify" if base.notify is not None
                  else config.sources.get("notify", "--notify"))
     base = replace(base, notify=notify if req.notify_each else ())
     specs: list[JobSpec] = []
     warnings: list[str] = []
+    accounts: dict[str, dict[str, object]] = {}
     for entry in entries:
         try:
             prepared = prepare(
@@ -97,6 +102,7 @@ def submit(req: BatchRequest) -> BatchSubmitted:
         except UsageError as exc:
             raise UsageError(f"{entry.where}: {exc.message}", exc.hint) from None
         specs.append(prepared.spec)
+        accounts.update(prepared.account)
         warnings.extend(w for w in prepared.warnings if w not in warnings)
     shared = [s for s in specs if s.isolation == "none" and s.sandbox != "read-only"]
     if len(shared) > 1 and max_parallel > 1:
@@ -116,8 +122,10 @@ def submit(req: BatchRequest) -> BatchSubmitted:
                 "source": req.source,
                 "max_parallel": max_parallel,
                 "halt_on_failure": req.halt_on_failure,
+                "budget_tokens": req.budget_tokens,
                 "notify": notify,
             },
+            accounts=accounts,
         )
         fill_slots(store)
     assert batch_id is not None
@@ -132,6 +140,14 @@ class BatchSnapshot:
     # Isolated jobs of the batch that touched the same files (services.isolation), as
     # of the last look (at most every OVERLAP_INTERVAL).
     overlaps: list[Overlap] = field(default_factory=list)
+    # Accounts of its jobs that hold starts back now (rate-limited, budget spent).
+    accounts: list[limiter.AccountState] = field(default_factory=list)
+
+    @property
+    def unstarted(self) -> list[int]:
+        """Jobs never started because the batch used its token budget."""
+        return [j.id for j in self.jobs if j.state == JobState.CANCELLED
+                and j.started_at is None and limiter.BUDGET_SPENT in (j.reason or "")]
 
     def count(self, *states: JobState) -> int:
         return sum(1 for j in self.jobs if j.state in states)
@@ -174,6 +190,8 @@ class BatchSnapshot:
             "running": self.running,
             "queued": self.queued,
             "tokens": self.tokens,
+            "unstarted": self.unstarted,
+            "accounts": [a.to_dict() for a in self.accounts],
             "jobs": [j.to_dict() for j in self.jobs],
             "overlaps": [o.to_dict() for o in self.overlaps],
         }
@@ -182,7 +200,15 @@ class BatchSnapshot:
 def snapshot(store: Store, batch_id: int, started_at: float | None = None) -> BatchSnapshot:
     batch = store.get_batch(batch_id)
     latest = store.batch_latest(batch_id)
-    return BatchSnapshot(batch_id, [latest[k] for k in sorted(latest)], started_at or batch.created_at)
+    jobs = [latest[k] for k in sorted(latest)]
+    mine = {j.spec.account for j in jobs if not j.state.is_final}
+    queued: dict[str, int] = {}
+    for job in jobs:
+        if job.state == JobState.QUEUED and job.spec.account is not None:
+            queued[job.spec.account] = queued.get(job.spec.account, 0) + 1
+    accounts = [a for a in limiter.account_states(store, queued, time.time())
+                if a.id in mine and (a.throttled or a.budget_spent)] if mine else []
+    return BatchSnapshot(batch_id, jobs, started_at or batch.created_at, accounts=accounts)
 
 
 OVERLAP_INTERVAL = 3.0  # seconds between two looks at isolated jobs' changes (git diffs)

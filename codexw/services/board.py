@@ -22,7 +22,7 @@ from codexw.core.process import reap_children
 from codexw.core.store import Store
 from codexw.services.common import open_store, using_store
 from codexw.services.launch import not_started_because
-from codexw.services.status import job_detail
+from codexw.services.status import job_detail, with_waiting
 from codexw.services.wait import track_runners
 
 # Column -> the states it shows. Each attempt is a job; a retry chain is one card.
@@ -59,12 +59,13 @@ def task_head(task: str, width: int = 160) -> str:
 
 
 def card(job: Job, store: Store) -> dict[str, Any]:
-    """One card: the latest attempt of a retry chain. Fields other issues add to a
-    job's JSON (`branch`, `waiting`) are shown when present."""
+    """One card: the latest attempt of a retry chain, with its branch when it has one
+    and, queued, why it waits (for people)."""
     data = job.to_dict()
-    waiting = data.get("waiting")
+    waiting = None
     if job.state.is_open and job.state != JobState.RUNNING:
-        waiting = waiting or not_started_because(store, job)
+        # job.waiting (throttled, budget, slot, after) was set once for the whole board.
+        waiting = not_started_because(store, job) or data.get("waiting")
     return {
         "id": job.id,
         "column": COLUMN_OF.get(job.state, "failed"),
@@ -102,6 +103,7 @@ def _jobs(store: Store, query: BoardQuery) -> tuple[list[Job], list[Job]]:
     jobs = store.list_jobs(project=query.project, limit=query.limit)
     superseded = {j.retry_of for j in jobs if j.retry_of is not None}
     latest = [j for j in jobs if j.id not in superseded]
+    with_waiting(store, latest)  # why each queued job waits: one plan for the board
     return latest, [j for j in latest if j.state.is_active]
 
 

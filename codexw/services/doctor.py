@@ -241,6 +241,25 @@ def check_state() -> Check:
     return Check("registry", OK, detail)
 
 
+def check_limits() -> Check:
+    """The accounts' rate limiters: throttled ones, spent budgets, the waker."""
+    from codexw.core import limiter
+    from codexw.services.status import limits
+
+    try:
+        found = limits()
+    except CodexwError as exc:
+        return Check("rate limits", WARN, exc.message, exc.hint)
+    held = [f"{a.label}: {limiter.describe(a)}" for a in found.accounts
+            if a.throttled or a.budget_spent]
+    waker = (f"; waker pid {found.waker['pid']} starts queued jobs later"
+             if found.waker is not None else "")
+    if held:
+        return Check("rate limits", WARN, "; ".join(held) + waker,
+                     "queued jobs start by themselves when the limit lifts")
+    return Check("rate limits", OK, "no account is rate-limited or over budget" + waker)
+
+
 def check_templates(config: Config | None) -> Check:
     folders = [paths.packaged_templates_dir()]
     if config is not None and config.templates_dir:
@@ -335,7 +354,10 @@ def run_doctor(cwd: str | None = None) -> DoctorReport:
         checks.append(Check("login", WARN, "not checked: CODEX_HOME is unusable", home_check.hint))
     else:
         checks.append(check_login(codex, home))
-    checks.append(check_state())
+    state_check = check_state()
+    checks.append(state_check)
+    if state_check.status != FAIL:
+        checks.append(check_limits())
     checks.append(check_templates(config))
     checks += check_platform()
     info = config.project if config is not None else None

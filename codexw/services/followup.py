@@ -113,6 +113,7 @@ def _continue(store: Store, req: ContinueRequest) -> LaunchResult:
         isolation=ps.isolation, base_commit=ps.base_commit, branch=ps.branch,
         worktree=ps.worktree, branch_prefix=ps.branch_prefix, worktree_copy=ps.worktree_copy,
         worktree_setup=ps.worktree_setup, dirty_base=ps.dirty_base,
+        account=ps.account or prepared.spec.account,
     )
     validate.check_spec(spec)  # the thread id came from codex; old rows predate the checks
     warnings = [w for w in prepared.warnings if "git repository" not in w]
@@ -122,7 +123,8 @@ def _continue(store: Store, req: ContinueRequest) -> LaunchResult:
             " session is"
         )
     # Two follow-ups racing for one conversation: only one gets in.
-    (job_id,) = enqueue(store, [spec], recheck=lambda st: conversation_of(st, req.job_id))[1]
+    (job_id,) = enqueue(store, [spec], recheck=lambda st: conversation_of(st, req.job_id),
+                        accounts={k: v for k, v in prepared.account.items() if k == spec.account})[1]
     fill_slots(store)
     job = store.get_job(job_id)
     return LaunchResult(job, warnings, not_started_because(store, job))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from codexw.core import envfile, lifecycle, paths, templates, validate
+from codexw.core import envfile, lifecycle, limiter, paths, scheduler, templates, validate
 from codexw.core.codex import in_git_repo, missing_codex  # one message for launch and doctor
 from codexw.core.config import Config, load_config
 from codexw.core.durations import parse_duration
@@ -152,6 +152,19 @@ class Prepared:
 
     spec: JobSpec
     warnings: list[str]
+    # The account's rate-limit settings from this launch's config (saved with the job).
+    account: dict[str, dict[str, object]] = field(default_factory=dict)
+
+
+_identities: dict[tuple[str, ...], limiter.Identity] = {}
+
+
+def account_of(codex_args: tuple[str, ...]) -> limiter.Identity:
+    """The account this command's jobs run on (once per codex arguments: a batch)."""
+    found = _identities.get(codex_args)
+    if found is None:
+        found = _identities[codex_args] = limiter.identify(os.environ, codex_args)
+    return found
 
 
 def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | None = None) -> Prepared:
@@ -250,7 +263,16 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         notify=cfg.notify,
     )
     spec = isolate(spec, cfg, req, warnings)
-    return Prepared(validate.check_spec(spec), warnings)
+    account: dict[str, dict[str, object]] = {}
+    if not remote:
+        try:
+            identity = account_of(spec.codex_args)
+        except OSError:
+            identity = None  # no salt in an unusable state dir: the registry says why next
+        if identity is not None:
+            spec = replace(spec, account=identity.id)
+            account[identity.id] = {"label": identity.label, **limiter.settings_from(cfg)}
+    return Prepared(validate.check_spec(spec), warnings, account)
 
 
 def isolate(spec: JobSpec, cfg: Config, req: LaunchRequest, warnings: list[str]) -> JobSpec:
@@ -371,12 +393,14 @@ def enqueue(
     deps: list[tuple[int, int]] = (),  # type: ignore[assignment]
     batch: dict[str, object] | None = None,
     recheck: Callable[[Store], object] | None = None,
+    accounts: dict[str, dict[str, object]] | None = None,
 ) -> tuple[int | None, list[int]]:
     """Record jobs (and their batch) in one transaction, each with its TEMP report.
 
     `deps` holds (dependent index, dependency index) pairs into `specs`. `recheck`
     runs first inside the transaction: a check made earlier, repeated where no other
-    command can change its answer before the jobs are in.
+    command can change its answer before the jobs are in. `accounts`: the rate-limit
+    settings of the jobs' accounts (Prepared.account), saved in the same transaction.
     Returns (batch id, job ids).
     """
     for spec in {(s.project, s.type): s for s in specs}.values():
@@ -390,6 +414,8 @@ def enqueue(
         with store.transaction():
             if recheck is not None:
                 recheck(store)
+            for account_id, settings in (accounts or {}).items():
+                store.save_account(account_id, settings)
             if batch is not None:
                 batch_id = store.insert_batch(**batch)  # type: ignore[arg-type]
                 specs = [replace(s, batch_id=batch_id) for s in specs]
@@ -480,14 +506,15 @@ def launch(req: LaunchRequest) -> LaunchResult:
     prepared = prepare(req)
     with open_store() as store:
         check_after(store, prepared.spec.after)
-        _, (job_id,) = enqueue(store, [prepared.spec])
+        _, (job_id,) = enqueue(store, [prepared.spec], accounts=prepared.account)
         fill_slots(store)
         job = store.get_job(job_id)
         return LaunchResult(job, prepared.warnings, not_started_because(store, job))
 
 
 def not_started_because(store: Store, job: Job) -> str:
-    """Why `job` has not started (for people), '' when it has."""
+    """Why `job` has not started (for people), '' when it has. `job.waiting`, when a
+    listing has set it (status.with_waiting: one plan for many jobs), is used as is."""
     if job.state.is_final:
         return job.reason or job.state.value
     if job.state != JobState.QUEUED:
@@ -501,5 +528,10 @@ def not_started_because(store: Store, job: Job) -> str:
             return f"waiting for job {dep} ({state.value}) to succeed"
     if job.spec.backend in REMOTE_BACKENDS:
         return f"waiting for a worker on queue {job.spec.queue or 'codex'}"
+    held = job.waiting if job.waiting is not None else scheduler.waiting(store)[0].get(job.id)
+    if held == limiter.THROTTLED:
+        return "held back: its account is rate-limited (see `codexw status`)"
+    if held == limiter.BUDGET:
+        return "held back: its account's start or token budget is spent (see `codexw status`)"
     limit = job.spec.global_limit
     return "waiting for a free slot" + (f" (max_parallel {limit})" if limit else "")

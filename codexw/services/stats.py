@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,9 @@ class Stats:
     )
     oldest: JobRef | None = None
     newest: JobRef | None = None
+    # Per day (newest first, the last RATE_LIMIT_DAYS, every account and project: the
+    # limits are the account's): 429s received and time spent in cool-downs.
+    rate_limits: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rated(self) -> int:
@@ -107,6 +111,7 @@ class Stats:
             "average_report_bytes": self.average_report_bytes,
             "oldest": self.oldest.to_dict() if self.oldest else None,
             "newest": self.newest.to_dict() if self.newest else None,
+            "rate_limits": self.rate_limits,
         }
 
 
@@ -160,7 +165,29 @@ def _job_stats(
     result.newest = _ref(newest)
     if disk:
         _disk_use(store, result, sorted(projects) if project is None else [project])
+    result.rate_limits = rate_limit_days(store, time.time())
     return result
+
+
+RATE_LIMIT_DAYS = 30
+
+
+def rate_limit_days(store: Store, now: float) -> list[dict[str, Any]]:
+    """429s and throttled time (the union of each account's cool-downs) per local day."""
+    days: dict[str, dict[str, Any]] = {}
+    reach: dict[str, float] = {}  # per account: the end of the cool-downs counted so far
+    for account, at, kind, seconds in store.account_events(now - RATE_LIMIT_DAYS * 86400):
+        if kind != "429":
+            continue
+        day = days.setdefault(time.strftime("%Y-%m-%d", time.localtime(at)),
+                              {"429s": 0, "throttled_seconds": 0.0})
+        day["429s"] += 1
+        end = min(at + (seconds or 0.0), now)
+        begin = max(at, reach.get(account, at))
+        if end > begin:
+            day["throttled_seconds"] += end - begin
+            reach[account] = end
+    return [{"day": d, **v} for d, v in sorted(days.items(), reverse=True)]
 
 
 def _ref(row: Any) -> JobRef | None:

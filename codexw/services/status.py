@@ -7,7 +7,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from codexw.core import paths, process
+from codexw.core import limiter, paths, process, scheduler
 from codexw.core.models import Job, JobState
 from codexw.core.notify import Listener
 from codexw.core.process import reap_children
@@ -76,8 +76,44 @@ def list_jobs(query: JobQuery = JobQuery(), store: Store | None = None) -> list[
 def _list(store: Store, query: JobQuery) -> list[Job]:
     if query.batch_id is not None:
         store.get_batch(query.batch_id)  # an unknown batch is an error, not an empty list
-    return store.list_jobs(project=query.project, job_type=query.job_type, state=query.state,
+    jobs = store.list_jobs(project=query.project, job_type=query.job_type, state=query.state,
                            batch_id=query.batch_id, limit=query.limit)
+    with_waiting(store, jobs)
+    return jobs
+
+
+def with_waiting(store: Store, jobs: list[Job]) -> None:
+    """Say why each queued job of `jobs` waits (the scheduler's own plan decides)."""
+    if any(j.state == JobState.QUEUED for j in jobs):
+        waiting, _ = scheduler.waiting(store)
+        for job in jobs:
+            if job.state == JobState.QUEUED:
+                job.waiting = waiting.get(job.id, limiter.SLOT)
+
+
+@dataclass
+class Limits:
+    """The rate limiter's state: accounts with jobs or limits in force, and the waker."""
+
+    accounts: list[limiter.AccountState]
+    waker: dict[str, Any] | None  # {"pid", "until"}: the running waker, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accounts": [a.to_dict() for a in self.accounts], "waker": self.waker}
+
+
+def limits(store: Store | None = None) -> Limits:
+    import time
+
+    from codexw.core import waker
+
+    with using_store(store, reconcile_first=False) as store, store.snapshot():
+        queued: dict[str, int] = {}
+        for q in store.queue():
+            if q.account is not None:
+                queued[q.account] = queued.get(q.account, 0) + 1
+        states = limiter.account_states(store, queued, time.time())
+    return Limits(states, waker.info())
 
 
 def watch(query: JobQuery = JobQuery(), refresh: float = 1.0) -> Generator[list[Job], None, None]:
@@ -174,6 +210,7 @@ def _process_tree(job: Job) -> list[ProcessInfo]:
 def job_detail(job_id: int, store: Store | None = None) -> JobDetail:
     with using_store(store) as store:
         job = store.get_job(job_id)
+        with_waiting(store, [job])
         detail = JobDetail(job)
         if job.state.is_active:
             detail.processes = _process_tree(job)

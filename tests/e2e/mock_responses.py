@@ -20,6 +20,12 @@ or until `release()`) and report `usage`. The server records, per request: path,
 `reasoning.effort`, the user text, tool results, the conversation key
 (`prompt_cache_key`, which codex sets to the thread id) and when it started and
 ended; `max_in_flight` is the most requests that were open at the same moment.
+
+A shared limit, as the real API has per key: `limit_in_flight = K` answers 429 to a
+request that arrives while K streams are open (without a Retry-After header, as the
+real API often does), and `tokens_per_window = N` answers 429 once the responses of the
+last `token_window` seconds (60 by default) reported N tokens. A request refused this
+way is recorded with status 429 and counted in `rejected`; it does not hold a stream.
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ class Request:
     started: float
     ended: float | None = None
     status: int | None = None
+    limited: bool = False  # refused by the shared limit (429)
 
     @property
     def model(self) -> str | None:
@@ -172,6 +179,11 @@ class MockResponses:
         self._ids = itertools.count(1)
         self._lock = threading.Condition()
         self._released = threading.Event()
+        self.limit_in_flight: int | None = None
+        self.tokens_per_window: int | None = None
+        self.token_window = 60.0
+        self.rejected = 0
+        self._spent: list[tuple[float, int]] = []  # (when, tokens) of answered responses
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -244,10 +256,23 @@ class MockResponses:
 
     # -- serving ----------------------------------------------------------------------
 
+    def _limited(self, now: float) -> bool:
+        if self.limit_in_flight is not None and self._in_flight >= self.limit_in_flight:
+            return True
+        if self.tokens_per_window is not None:
+            self._spent = [(t, n) for t, n in self._spent if t > now - self.token_window]
+            return sum(n for _, n in self._spent) >= self.tokens_per_window
+        return False
+
     def _begin(self, path: str, body: dict[str, Any]) -> tuple[Request, Reply]:
         with self._lock:
             request = Request(len(self.requests) + 1, path, body, time.time())
             self.requests.append(request)
+            if self._limited(request.started):
+                self.rejected += 1
+                request.limited = True
+                self._lock.notify_all()
+                return request, Fail(429, "Rate limit reached. Too Many Requests")
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             reply: Reply | None = None
@@ -267,7 +292,8 @@ class MockResponses:
         with self._lock:
             request.ended = time.time()
             request.status = status
-            self._in_flight -= 1
+            if not request.limited:
+                self._in_flight -= 1
             self._lock.notify_all()
 
     def release(self) -> None:
@@ -304,8 +330,12 @@ class MockResponses:
         yield {"type": "response.output_item.added", "output_index": 0, "item": item}
         self._hold(reply.hold)
         yield {"type": "response.output_item.done", "output_index": 0, "item": item}
+        usage = reply.usage or DEFAULT_USAGE
+        with self._lock:
+            self._spent.append((time.time(), usage.get("input_tokens", 0)
+                                + usage.get("output_tokens", 0)))
         yield {"type": "response.completed",
-               "response": {"id": response_id, "usage": _wire_usage(reply.usage or DEFAULT_USAGE)}}
+               "response": {"id": response_id, "usage": _wire_usage(usage)}}
 
 
 def _wire_usage(usage: dict[str, int]) -> dict[str, Any]:

@@ -213,3 +213,15 @@ def test_a_killed_supervisor_takes_its_app_server_along_and_its_jobs_are_lost(e2
     job = e2e.cx.job(1)
     assert job["state"] == "lost", job
     assert Path(job["report_path"]).exists() and "_A1_" in Path(job["report_path"]).name
+
+
+def test_a_429_is_rate_limited_and_requeued_like_an_exec_jobs(e2e: E2E) -> None:
+    from tests.e2e.mock_responses import Fail
+
+    e2e.server.script(Fail(429))
+    e2e.server.default = Message(FINAL)
+    _app(e2e, "meets the limit once")
+    code, _ = wait_job(e2e, 1)
+    first, retry = e2e.cx.job(1), e2e.cx.job(2)
+    assert first["state"] == "failed" and first["reason"].startswith("rate-limited:"), first
+    assert code == 0 and retry["state"] == "succeeded" and retry["retry_of"] == 1, retry

@@ -151,10 +151,7 @@ def test_shell_command_runs_without_prompt_and_the_report_holds_the_facts(e2e: E
 # -- failures and retries ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("status", "message"),
-    [(500, "high demand"), (429, "429 Too Many Requests")],
-)
+@pytest.mark.parametrize(("status", "message"), [(500, "high demand")])
 def test_server_error_fails_the_job_with_the_servers_message(
     e2e: E2E, status: int, message: str
 ) -> None:
@@ -168,6 +165,38 @@ def test_server_error_fails_the_job_with_the_servers_message(
     assert len(e2e.server.requests) == 1  # no retries unless asked
     text = Path(job["report_path"]).read_text()
     assert "**failed**" in text and message in text
+
+
+def test_a_429_is_classified_as_rate_limited_and_requeued_after_the_cool_down(e2e: E2E) -> None:
+    e2e.server.script(Fail(429))  # then the default answer
+    e2e.cx.launch("meets a rate limit")  # --retries 0: a rate limit costs none
+    waited = e2e.cx.run("wait", "1", timeout=120)
+    assert waited.returncode == 0, waited.stdout + waited.stderr + e2e.diagnose()
+    first, second = e2e.cx.job(1), e2e.cx.job(2)
+    assert first["state"] == "failed" and first["exit_code"] == 1
+    assert first["reason"].startswith("rate-limited: ") and "429" in first["reason"]
+    assert (second["retry_of"], second["rate_limited"], second["state"]) == (1, 1, "succeeded")
+    with e2e.cx.db() as conn:
+        ((at, seconds),) = conn.execute(
+            "SELECT at, seconds FROM account_events WHERE kind = '429'").fetchall()
+    assert seconds > 0 and second["started_at"] >= at + seconds  # the cool-down held it
+    assert len(e2e.server.turn_requests()) == 2
+    text = Path(first["report_path"]).read_text()
+    assert "**failed**" in text and "429 Too Many Requests" in text
+
+
+def test_a_batch_against_one_stream_adapts_and_every_job_succeeds(
+    e2e: E2E, tmp_path: Path
+) -> None:
+    e2e.server.limit_in_flight = 1  # the real API's 429 above the account's limit
+    e2e.server.default = Message("held for 1 s", hold=1)
+    tasks = tmp_path / "tasks.txt"
+    tasks.write_text("".join(f"limited task {n}\n" for n in range(1, 5)))
+    proc = e2e.cx.run("batch", str(tasks), "-j", "4", "--json", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + e2e.diagnose()
+    assert json.loads(proc.stdout)["succeeded"] == 4
+    assert 1 <= e2e.server.rejected <= 5, e2e.server.rejected
+    assert e2e.server.max_in_flight == 1
 
 
 def test_500_and_429_are_retried_when_retries_are_asked_for(e2e: E2E) -> None:

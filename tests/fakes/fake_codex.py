@@ -22,6 +22,10 @@ real `codex exec -`) or from FAKE_CODEX_DIRECTIVES; several can share a line, se
   @fake emit JSON            write this event line as it is (JSON escapes: \u001b for ESC,
                              \u003b for ';', which would otherwise split the directive)
   @fake thread JSON          use this JSON string as the thread id
+  @fake http                 ask the model server at FAKE_CODEX_BASE_URL (tests/e2e/
+                             mock_responses.py) for the answer, as the real CLI with
+                             request_max_retries = 0 does: its usage is reported, and an
+                             HTTP 429 or 5xx ends the run the way the real CLI reports it
 
 FAKE_CODEX_STATE=DIR records every run (runs.jsonl) and the most runs alive at
 once (max_running), from a lock-protected set of live PIDs, so a kill -9 can't
@@ -298,6 +302,18 @@ def run(opts: dict, todo: list[list[str]], state_dir: str | None) -> int:
                 while block := fh.read(1 << 16):
                     sys.stdout.buffer.write(block)
             sys.stdout.buffer.flush()
+        elif name == "http":
+            answer = ask_server(os.environ["FAKE_CODEX_BASE_URL"], opts, thread)
+            if isinstance(answer, str):
+                emit({"type": "error", "message": answer})
+                emit({"type": "turn.failed", "error": {"message": answer}})
+                return 1
+            text, served_usage = answer
+            item += 1
+            emit({"type": "item.completed", "item": {"id": f"item_{item}",
+                                                     "type": "agent_message", "text": text}})
+            emit({"type": "turn.completed", "usage": served_usage})
+            return 0
         elif name == "message":
             message = arg
         elif name == "emit":
@@ -324,6 +340,40 @@ def run(opts: dict, todo: list[list[str]], state_dir: str | None) -> int:
                                              "text": message}})
     emit({"type": "turn.completed", "usage": usage(thread, state_dir)})
     return 0
+
+
+def ask_server(base_url: str, opts: dict, thread: str) -> tuple[str, dict] | str:
+    """One Responses request; (final text, usage) or the failure message codex prints."""
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"model": opts["model"] or "mock-model", "prompt_cache_key": thread,
+                       "input": [{"type": "message", "role": "user", "content": [
+                           {"type": "input_text", "text": "task"}]}], "stream": True})
+    request = urllib.request.Request(f"{base_url}/responses", data=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            stream = response.read().decode()
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 429:
+            return FAILURES["429"]
+        return f"exceeded retry limit, last status: {exc.code} {exc.reason}"
+    except OSError as exc:
+        return f"stream disconnected before completion: {exc}"
+    text, wire = "done", {}
+    for line in stream.splitlines():
+        if not line.startswith("data: "):
+            continue
+        event = json.loads(line[len("data: "):])
+        if event.get("type") == "response.output_item.done":
+            for part in event["item"].get("content") or []:
+                text = part.get("text", text)
+        elif event.get("type") == "response.completed":
+            wire = event["response"].get("usage") or {}
+    return text, {"input_tokens": wire.get("input_tokens", 0), "cached_input_tokens": 0,
+                  "output_tokens": wire.get("output_tokens", 0), "reasoning_output_tokens": 0}
 
 
 def usage(thread: str | None = None, state_dir: str | None = None) -> dict:

@@ -258,7 +258,7 @@ def test_environment_secrets_are_never_written_anywhere(cx: Env) -> None:
     assert SECRETS["OPENAI_API_KEY"].encode() in codex_env  # codex does get its key...
     run("status", "--json", "1")  # with the process tree
     run("launch", "--json", "@fake crash")
-    run("launch", "--json", "@fake fail 429")
+    run("launch", "--json", "@fake fail 500")
     run("batch", "-", "--json", "-j", "2", input="@fake write made.txt\nplain task\n")
     run("kill", "--json", "1")
     run("retry", "--json", "1")

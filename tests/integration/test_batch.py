@@ -93,7 +93,7 @@ def test_malformed_batch_is_refused_whole(cx: Env, name: str, content: str, mess
 
 def test_transient_failures_are_retried_with_growing_delays(cx: Env) -> None:
     (cx.tmp / "config" / "config.toml").write_text('backoff_base = "0.3s"\nkill_grace = "3s"\n')
-    cx.ok("launch", "--retries", "3", "@fake fail-first 3 429")
+    cx.ok("launch", "--retries", "3", "@fake fail-first 3 500")
     assert cx.run("wait", "1").returncode == 0
     rows = cx.db().execute("SELECT id, attempt, state, ended_at, queued_at, not_before, retry_of"
                            " FROM jobs ORDER BY id").fetchall()

@@ -156,7 +156,7 @@ def _group_members(pgid: int) -> list[int]:
 
 
 def test_status_lists_latest_jobs_and_filters(cx: Env) -> None:
-    for task, kind in (("a", "workers"), ("b", "research"), ("@fake fail 429", "workers")):
+    for task, kind in (("a", "workers"), ("b", "research"), ("@fake fail 500", "workers")):
         cx.ok("launch", "--type", kind, task)
     assert cx.run("wait", "1", "2", "3").returncode == 1
     table = cx.ok("status").stdout

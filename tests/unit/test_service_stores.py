@@ -4,8 +4,11 @@ dropped."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +19,22 @@ from codexw.core.models import JobSpec, JobState
 from codexw.core.store import Store
 from codexw.services import logs, stats, status, wait
 from codexw.services.kill import kill_jobs
+from tests.conftest import processes_with_env, wait_until
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("CODEXW_STATE_DIR", str(tmp_path / "state"))
     project = tmp_path / "project"
     project.mkdir()
     monkeypatch.chdir(project)
-    return project
+    yield project
+    # A queued retry due in an hour gets the state dir's waker (core/waker.py): it
+    # would sleep that long; this test is done with it.
+    marker = f"CODEXW_STATE_DIR={(tmp_path / 'state').resolve()}"
+    for pid in processes_with_env(marker):
+        os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not processes_with_env(marker), timeout=20, what="the waker to leave")
 
 
 @pytest.fixture

@@ -120,6 +120,9 @@ _HOT_QUERIES: dict[str, Callable[[Store], object]] = {
     "get_job": lambda s: s.get_job(1),
     "mark_starting": lambda s: s.mark_starting(99, 1, 1.0),
     "finish": lambda s: s.finish(99, JobState.CANCELLED, ended_at=1.0),
+    "active_per_account": lambda s: s.active_per_account(),  # the limiter's, per plan
+    "tokens_used": lambda s: s.tokens_used("a", 0.0),
+    "batch_budgets": lambda s: s.batch_budgets(),
 }
 
 

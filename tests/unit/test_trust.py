@@ -26,6 +26,9 @@ SAFE_UNTRUSTED = {
     "app_server_idle",  # how long an idle app-server is kept
     "isolation",  # only where the agent writes: its own worktree instead of the tree
     "branch_prefix",  # only the name of the job's branch
+    # The rate limiter: only when and how often jobs start on the user's own account.
+    "adaptive", "rate_limit_backoff", "rate_limit_retries", "max_starts_per_minute",
+    "max_tokens_per_hour", "max_tokens_per_day",
 }
 
 HOSTILE = {

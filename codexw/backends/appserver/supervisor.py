@@ -27,13 +27,13 @@ from typing import Any
 from codexw.backends.appserver import files, translate
 from codexw.backends.appserver.server import AppServer
 from codexw.core import codexbin, envfile, gitdelta, lifecycle, paths, process, scheduler
-from codexw.core.codex import RunSummary, app_server_refusal, build_prompt, is_transient
+from codexw.core.codex import RunSummary, app_server_refusal, build_prompt
 from codexw.core.config import load_config
 from codexw.core.errors import CodexwError
 from codexw.core.lifecycle import Ending
 from codexw.core.models import Job, JobState
 from codexw.core.notify import Listener
-from codexw.core.run import STOP_SIGNALS, StopRequest, Throttle, codex_env
+from codexw.core.run import STOP_SIGNALS, StopRequest, Throttle, codex_env, failure
 from codexw.core.store import Store
 
 APPROVAL = "never"
@@ -232,8 +232,7 @@ class Supervisor:
         thread = (result or {}).get("thread")
         thread_id = thread.get("id") if isinstance(thread, dict) else None
         if error is not None or not isinstance(thread_id, str):
-            self.end(run, Ending(JobState.FAILED, f"codex app-server: {error or 'no thread id'}",
-                                 None, is_transient(error or "")))
+            self.end(run, failure(f"codex app-server: {error or 'no thread id'}", None))
             return
         run.thread_id = thread_id
         self.by_thread[thread_id] = run
@@ -255,8 +254,7 @@ class Supervisor:
         turn_id = turn.get("id") if isinstance(turn, dict) else None
         if error is not None or not isinstance(turn_id, str):
             if run.job.id in self.runs:
-                self.end(run, Ending(JobState.FAILED, f"codex app-server: {error or 'no turn id'}",
-                                     None, is_transient(error or "")))
+                self.end(run, failure(f"codex app-server: {error or 'no turn id'}", None))
             return
         run.turn_id = turn_id
         run.turn_started = process.now_token()
@@ -314,7 +312,7 @@ class Supervisor:
             message = text if isinstance(text, str) else "the turn failed"
             self.emit(run, {"type": "turn.failed", "error": {"message": message}})
             reason = run.summary.error or message
-            ending = run.stopping or Ending(JobState.FAILED, reason, None, is_transient(reason))
+            ending = run.stopping or failure(reason, None)
         else:  # interrupted
             ending = run.stopping or Ending(JobState.FAILED, "the turn was interrupted")
         self.end(run, ending)

@@ -80,7 +80,7 @@ SENT_SPEC_FIELDS = ("task", "level", "type", "cwd", "project", "sandbox", "model
 NOT_SENT_SPEC_FIELDS = ("codex_bin", "codex_home", "path_env", "env_key", "broker_url",
                         "template", "backend", "queue", "priority", "batch_id", "name", "after",
                         "global_limit", "retries", "retry_timeouts", "backoff_base",
-                        "backoff_max", "resume_of", "codex_native",
+                        "backoff_max", "resume_of", "codex_native", "account",
                         # A remote job never runs in a worktree (refused at launch).
                         "isolation", "base_commit", "branch", "worktree", "branch_prefix",
                         "worktree_copy", "worktree_setup", "dirty_base",

@@ -241,7 +241,11 @@ class RemoteRun:
             return Ending(JobState.FAILED, f"the worker sent an unknown outcome {data.get('state')!r}")
         if not state.is_final:
             return Ending(JobState.FAILED, f"the worker sent a non-final outcome {state.value}")
-        return Ending(state, data.get("reason"), data.get("exit_code"), bool(data.get("retryable")))
+        reason = data.get("reason")
+        ending = Ending(state, reason, data.get("exit_code"), bool(data.get("retryable")))
+        # A worker's rate-limited ending (core/run.py): requeued like a local one.
+        ending.rate_limited = isinstance(reason, str) and reason.startswith("rate-limited: ")
+        return ending
 
     # -- progress ------------------------------------------------------------------
 
@@ -312,7 +316,6 @@ def main(argv: list[str]) -> int:
         ending = remote.run()
     remote.finish(ending)
     scheduler.fill_slots(store)
-    scheduler.linger(store, lambda: stop.requested)
     return 0
 
 

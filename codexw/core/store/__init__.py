@@ -8,6 +8,7 @@
 - jobs: inserting jobs and every change of state (models.TRANSITIONS)
 - reads: jobs by id, project, queue order, active, retry chains
 - batches: batch limits and a batch's newest attempts
+- accounts: the rate limiter's rows (settings and state per account, its events)
 - announcements: job-end and batch-end notifications (core.announce)
 - files (what cleanup needs) and stats (`status --stats`): imported on first use
 - sql: state filters and WHERE clauses built from models' state sets
@@ -18,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from codexw.core.store.accounts import Account, Accounts
 from codexw.core.store.announcements import Announcement, Announcements
 from codexw.core.store.batches import Batch, Batches
 from codexw.core.store.connection import BUSY_TIMEOUT_S, Connection
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from codexw.core.store.files import JobFiles
 
 __all__ = [
+    "Account",
     "Announcement",
     "BUSY_TIMEOUT_S",
     "MIGRATIONS",
@@ -41,7 +44,7 @@ __all__ = [
 ]
 
 
-class Store(JobWrites, Batches, JobReads, Announcements, Connection):
+class Store(JobWrites, Batches, JobReads, Accounts, Announcements, Connection):
     """The registry. Open with `Store.open()` (a context manager that closes it), write
     inside `transaction()`."""
 

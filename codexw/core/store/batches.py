@@ -30,12 +30,13 @@ class Batch:
 class Batches(JobReads):
     def insert_batch(
         self, project: str, source: str | None, max_parallel: int | None, halt_on_failure: bool,
+        budget_tokens: int | None = None,
         notify: tuple[str, ...] = (),
     ) -> int:
         cur = self._exec(
             "INSERT INTO batches (created_at, project, source, max_parallel, halt_on_failure,"
-            " notify) VALUES (?, ?, ?, ?, ?, ?)",
-            (time.time(), project, source, max_parallel, int(halt_on_failure),
+            " budget_tokens, notify) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), project, source, max_parallel, int(halt_on_failure), budget_tokens,
              json.dumps(list(notify))),
         )
         return int(cur.lastrowid)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from codexw.core.models import TOKEN_KEYS, JobSpec, JobState
@@ -17,7 +18,7 @@ from codexw.core.store.connection import Connection
 from codexw.core.store.rows import SPEC_COLUMNS, Unreadable, spec_values
 
 _INSERT_COLUMNS = ("state", "queued_at", "not_before", "attempt", "retry_of", "job_key",
-                   *SPEC_COLUMNS)
+                   "rate_limited", *SPEC_COLUMNS)
 _INSERT = (f"INSERT INTO jobs ({', '.join(_INSERT_COLUMNS)})"
            f" VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})")
 
@@ -30,9 +31,10 @@ class JobWrites(Connection):
         attempt: int = 1,
         retry_of: int | None = None,
         not_before: float | None = None,
+        rate_limited: int = 0,
     ) -> int:
         values = [JobState.QUEUED.value, now, not_before, attempt, retry_of, os.urandom(8).hex(),
-                  *spec_values(spec)]
+                  rate_limited, *spec_values(spec)]
         cur = self._exec(_INSERT, values)
         job_id = int(cur.lastrowid)  # type: ignore[arg-type]
         for dep in spec.after:
@@ -50,8 +52,8 @@ class JobWrites(Connection):
     def mark_starting(self, job_id: int, claimer_pid: int, claimer_start: float | None) -> bool:
         cur = self._exec(
             f"UPDATE jobs SET state = '{JobState.STARTING.value}', claimed_by_pid = ?,"
-            f" claimed_by_start = ? WHERE id = ? AND {sql.FROM[JobState.STARTING]}",
-            (claimer_pid, claimer_start, job_id),
+            f" claimed_by_start = ?, claimed_at = ? WHERE id = ? AND {sql.FROM[JobState.STARTING]}",
+            (claimer_pid, claimer_start, time.time(), job_id),
         )
         return cur.rowcount == 1
 

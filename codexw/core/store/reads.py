@@ -103,7 +103,8 @@ class JobReads(Connection):
         """The queue in start order, with just what the scheduler's plan needs: it is
         read at every job's end, and whole rows of a long queue cost a batch dearly."""
         rows = self._exec(
-            f"SELECT id, batch_id, not_before, global_limit FROM jobs WHERE {sql.IS_QUEUED}"
+            "SELECT id, batch_id, not_before, global_limit, account FROM jobs"
+            f" WHERE {sql.IS_QUEUED}"
             " ORDER BY priority DESC, id ASC"
         ).fetchall()
         deps = self._deps_of([r["id"] for r in rows]) if rows else {}

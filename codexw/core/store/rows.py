@@ -40,7 +40,7 @@ LIST_COLUMNS = tuple(
     if f.name not in NOT_COLUMNS and str(f.type) == "tuple[str, ...]"
 )
 # Fields that are not plain columns, read by hand below.
-_SPECIAL = {"spec", "state", "tokens", "files", *LIST_COLUMNS} | NOT_COLUMNS
+_SPECIAL = {"spec", "state", "tokens", "files", "waiting", *LIST_COLUMNS} | NOT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -216,15 +216,17 @@ class Queued:
     global_limit: int | None
     after: tuple[int, ...]
     suspect: bool
+    account: str | None = None
 
 
 def read_queued(row: sqlite3.Row, deps: tuple[Any, ...]) -> Queued:
     batch_ok, batch_id = _check(row["batch_id"], int, True)
     due_ok, not_before = _check(row["not_before"], float, True)
     limit_ok, global_limit = _check(row["global_limit"], int, True)
+    account_ok, account = _check(row["account"], str, True)
     after = tuple(d for d in deps if type(d) is int)
-    suspect = not (batch_ok and due_ok and limit_ok) or len(after) != len(deps)
-    return Queued(row["id"], batch_id, not_before, global_limit, after, suspect)
+    suspect = not (batch_ok and due_ok and limit_ok and account_ok) or len(after) != len(deps)
+    return Queued(row["id"], batch_id, not_before, global_limit, after, suspect, account)
 
 
 def spec_values(spec: JobSpec) -> list[Any]:

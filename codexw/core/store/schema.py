@@ -147,7 +147,47 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN merged_at REAL;
     CREATE INDEX jobs_by_branch ON jobs(project, branch) WHERE branch IS NOT NULL;
     """,
-    # 10: job-end notifications (core.announce): where a job's or a batch's end is announced,
+    # 10: the rate limiter (core/limiter.py): the account a job runs on, how many of its
+    # attempts before it were rate-limited (they do not count against --retries) and
+    # when a slot was claimed for it (a start, for the start bucket's checks); a
+    # batch's token budget; one row per account (its settings, from the latest launch on
+    # it, and its state: AIMD allowance, cool-down, start bucket); 429s and throttled
+    # time (cool-down seconds) for `status --stats`.
+    """
+    ALTER TABLE jobs ADD COLUMN account TEXT;
+    ALTER TABLE jobs ADD COLUMN rate_limited INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN claimed_at REAL;
+    CREATE INDEX jobs_by_account ON jobs(account, ended_at);
+    ALTER TABLE batches ADD COLUMN budget_tokens INTEGER;
+    CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        label TEXT NOT NULL,
+        max_parallel INTEGER,
+        adaptive INTEGER NOT NULL DEFAULT 1,
+        backoff REAL NOT NULL DEFAULT 2.0,
+        rate_limit_retries INTEGER NOT NULL DEFAULT 6,
+        max_starts_per_minute INTEGER,
+        max_tokens_per_hour INTEGER,
+        max_tokens_per_day INTEGER,
+        hour_seconds REAL NOT NULL DEFAULT 3600,
+        day_seconds REAL NOT NULL DEFAULT 86400,
+        allowance INTEGER,
+        cut_from INTEGER,
+        cut_at REAL,
+        cooldown_until REAL,
+        strikes INTEGER NOT NULL DEFAULT 0,
+        limited_at REAL,
+        next_start_at REAL
+    );
+    CREATE TABLE account_events (
+        account TEXT NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        seconds REAL
+    );
+    CREATE INDEX account_events_by_at ON account_events(at);
+    """,
+    # 11: job-end notifications (core.announce): where a job's or a batch's end is announced,
     # and one row per announcement, inserted in the transaction that ends the job (never
     # lost), claimed before sending and marked after (never sent twice). UNIQUE: one
     # announcement per job end and per batch end.
