@@ -43,6 +43,7 @@ COMMANDS = {
     "cleanup": ("cleanup_cmd", "cleanup", "Archive old reports, compress logs (cron-safe)."),
     "worker": ("worker_cmd", "worker", "Run Celery jobs from a queue (codexw[celery])."),
     "mcp": ("mcp_cmd", "mcp", "Serve codexw's tools to agents over MCP (codexw[mcp])."),
+    "board": ("board_cmd", "board", "Serve a live board of jobs in the browser."),
 }
 
 # Shown at the end of each command's help. "\b" keeps click from rewrapping the lines.
@@ -92,6 +93,8 @@ codexw worker --broker redis://HOST:6379/0 --workspace /srv/checkout""",
     "mcp": """codexw mcp                    # stdio: an MCP client starts it
 claude mcp add codexw -- codexw mcp
 codexw mcp --http 8765        # streamable HTTP on 127.0.0.1, bearer token""",
+    "board": """codexw board                  # prints http://127.0.0.1:PORT/?token=…
+codexw board --open --all-projects --port 8765""",
 }
 
 

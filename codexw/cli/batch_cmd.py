@@ -53,6 +53,8 @@ def batch(
     queue: str = typer.Option(None, "--queue", metavar="QUEUE", help="Celery queue. [default: CODEXW_QUEUE, queue, else codex]"),
     worktree: bool = typer.Option(None, "--worktree/--no-worktree", help="Each job in a git worktree of its own, on branch codexw/<job> (a task's own \"worktree\" wins). [default: isolation in the config, else no]"),
     include_dirty: bool = typer.Option(False, "--include-dirty", help="With --worktree: carry this tree's uncommitted changes over as each worktree's first commit."),
+    notify: list[str] = typer.Option(None, "--notify", metavar="TARGET", help="Announce the batch's end (counts, failures): desktop, webhook:URL or command:/path (repeatable; replaces notify in the config)."),
+    notify_each: bool = typer.Option(False, "--notify-each", help="Also announce each job's end."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (at the end, or at once with --detach)."),
 ) -> None:
     """Run many tasks with at most N at once; validated whole before anything is queued.
@@ -71,13 +73,14 @@ def batch(
     request = (
         BatchRequest(
             source=source if source != "-" else "<stdin>", text=text, fmt=fmt,
-            max_parallel=max_parallel, halt_on_failure=halt_on_failure,
+            max_parallel=max_parallel, halt_on_failure=halt_on_failure, notify_each=notify_each,
             budget_tokens=budget_tokens,
             defaults=LaunchRequest(
                 task="", level=level, type=job_type, model=model, sandbox=sandbox, cwd=cd,
                 timeout=timeout, retries=retries, retry_timeouts=retry_timeouts,
                 report_sections=sections, backend=backend, broker_url=broker, queue=queue,
                 worktree=worktree, include_dirty=include_dirty,
+                notify=tuple(notify) if notify else None,
             ),
         )
     )

@@ -108,6 +108,7 @@ def launch(
     queue: str = typer.Option(None, "--queue", metavar="QUEUE", help="Celery queue. [default: CODEXW_QUEUE, queue, else codex]"),
     worktree: bool = typer.Option(None, "--worktree/--no-worktree", help="Run in a git worktree of its own, on branch codexw/<job>, from the commit HEAD points at now (docs/isolation.md). [default: isolation in the config, else no]"),
     include_dirty: bool = typer.Option(False, "--include-dirty", help="With --worktree: carry this tree's uncommitted changes over as the worktree's first commit."),
+    notify: list[str] = typer.Option(None, "--notify", metavar="TARGET", help="Announce the job's end: desktop, webhook:URL or command:/path (repeatable; replaces notify in the config)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Launch a codex agent as a detached background job and return at once.
@@ -162,6 +163,7 @@ def launch(
             queue=queue,
             worktree=worktree,
             include_dirty=include_dirty,
+            notify=tuple(notify) if notify else None,
         )
     )
     with deferred_hangup() as hangup:  # a closing terminal must not cut launch in half

@@ -75,6 +75,8 @@ class Config:
     max_starts_per_minute: int | None = None
     max_tokens_per_hour: int | None = None
     max_tokens_per_day: int | None = None
+    # Where job ends are announced (core.announce): desktop, webhook:URL, command:PATH.
+    notify: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     project: ProjectTrust | None = field(default=None, compare=False)
 
@@ -145,6 +147,12 @@ def _inside_project(value: Any, base: Any) -> bool:
     return all(not os.path.isabs(p) and ".." not in Path(p).parts for p in value)
 
 
+def _desktop_only(value: Any, base: Any) -> bool:
+    # notify-send shows a line on this user's screen: no program of the project's
+    # choosing runs and nothing leaves the machine.
+    return all(target == "desktop" for target in value)
+
+
 # Every key that runs a program, chooses its arguments, weakens the sandbox, names a path
 # outside the project or sends data off the machine. From a project config such a key is
 # taken only once the user trusts the file. A key added later that does any of this
@@ -161,6 +169,7 @@ NEEDS_TRUST: dict[str, Callable[[Any, Any], bool] | None] = {
     "max_depth": _no_deeper,  # a deeper tree of jobs launching jobs spends the user's account
     "worktree_setup": None,  # runs a program
     "worktree_copy": _inside_project,  # a path outside the project would leak a file
+    "notify": _desktop_only,  # a webhook sends job data away, a command runs a program
 }
 
 
@@ -195,6 +204,7 @@ def _expected(key: str) -> str:
         "report_sections": "true or false",
         "codex_native": "true or false",
         "codex_args": "a list of strings",
+        "notify": "a list of desktop, webhook:URL (http or https), command:/absolute/path",
         "backend": "one of " + ", ".join(BACKENDS),
         "broker_url": "a Redis URL such as redis://host:6379/0 (redis:// or rediss://)",
         "queue": "a queue name: letters, digits, '_', '.', ':' or '-', up to 64",
@@ -247,6 +257,18 @@ def _coerce(key: str, value: Any, where: str, flag: bool = False) -> Any:
         if not isinstance(value, bool):
             raise bad()
         return value
+    if key == "notify":
+        if isinstance(value, str):  # CODEXW_NOTIFY: comma-separated
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise bad()
+        from codexw.core.validate import notify_problem
+
+        for target in value:
+            if (problem := notify_problem(target)) is not None:
+                raise err(f"{'--notify' if flag else where + ': notify'}: {problem}",
+                          f"expected {_expected(key)}")
+        return tuple(value)
     if key == "codex_args":
         if isinstance(value, str):
             return tuple(shlex.split(value))

@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codexw.core import envfile, events, limiter, naming, paths, process, reports, templates
+from codexw.core import (
+    announce,
+    envfile,
+    events,
+    limiter,
+    naming,
+    paths,
+    process,
+    reports,
+    templates,
+)
 from codexw.core.codex import RunSummary
 from codexw.core.errors import CodexwError
 from codexw.core.models import TOKEN_KEYS, Job, JobSpec, JobState
@@ -212,10 +222,14 @@ def record_end(
     report_path: str | None,
     only_runner_pid: int | None = None,
     expect_state: JobState | None = None,
+    announce_after_commit: bool = True,
 ) -> tuple[bool, int | None]:
-    """Record the outcome, once, and queue a retry in the same transaction.
+    """Record the outcome, once, and queue a retry in the same transaction, and the
+    announcement of the end (core.announce) when no retry follows.
 
-    Returns (recorded, retry job id).
+    Returns (recorded, retry job id). A sender for the announcement starts after the
+    commit, unless `announce_after_commit` is False (the caller writes the report
+    first, then starts it: the message names the final report).
     """
     retry_id = None
     with store.transaction():
@@ -243,7 +257,12 @@ def record_end(
         elif ending.state == JobState.SUCCEEDED:
             limiter.succeeded(store, job, ended_at)
         free = ending.rate_limited and job.rate_limited < limiter.retries_allowed(store, job)
-        if free or wants_retry(job, ending):
+        retrying = free or wants_retry(job, ending)
+        if announce.record_ending(store, job, retrying=retrying, now=ended_at) and (
+            announce_after_commit
+        ):
+            store.after_commit(announce.spawn_sender)
+        if retrying:
             # No TEMP report possible (disk full): still retry once, the runner writes it.
             # A rate-limited attempt is requeued without counting against --retries, for
             # when the account's cool-down ends (the job's own backoff if not adaptive).
@@ -369,6 +388,7 @@ def _end_and_report(
         report_path=None,
         only_runner_pid=job.runner_pid if job.state.is_active else None,
         expect_state=job.state,
+        announce_after_commit=False,
     )
     if not recorded:
         return False
@@ -377,4 +397,6 @@ def _end_and_report(
     with store.transaction():
         # None: no report exists anywhere; never leave a path to a TEMP that is gone.
         store.set_report_path(job.id, str(final) if final is not None else None)
+    if job.spec.notify or job.spec.batch_id is not None:
+        announce.pick_up(store, time.time(), stale_after=0.0)  # the report is written: send
     return True

@@ -140,6 +140,9 @@ class JobSpec:
     # The account codex authenticates with (core/limiter.py): a salted hash, never the
     # secret; jobs of one account share its rate limiter. None: not limited (remote).
     account: str | None = None
+    # Where the end of this job is announced (core.announce): `desktop`, `webhook:URL`,
+    # `command:PATH`; copied from config and flags at launch (the runner reads no config).
+    notify: tuple[str, ...] = ()
 
 
 
@@ -231,7 +234,8 @@ class Job:
 # field of Job or JobSpec is not shown until it is added here. Each key is a field of
 # Job or of its spec (Job's wins), or one computed in `Job.to_dict`. Spec fields that
 # are machine-specific or may carry secrets (codex_bin, codex_args, codex_home,
-# broker_url, path_env, env_key, ...) are deliberately absent.
+# broker_url, path_env, env_key, notify (a webhook URL is a secret), ...) are
+# deliberately absent.
 JOB_JSON_KEYS = (
     "id", "state", "task", "level", "type", "model", "sandbox", "cwd", "project", "timeout",
     "priority", "batch_id", "name", "after", "attempt", "max_attempts", "retry_of",

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from codexw.core import limiter, process
+from codexw.core import announce, limiter, process
 from codexw.core.backend import Backend, backend_for
 from codexw.core.lifecycle import Ending, end_without_runner, forget_launch_env
 from codexw.core.models import Job, JobState
@@ -237,6 +237,7 @@ def reconcile(store: Store, fill: bool = True) -> ReconcileResult:
             result.lost.append(row.job.id)
     if fill:
         fill_slots(store, result)
+    announce.pick_up(store, time.time())  # a job-end announcement nobody is sending
     return result
 
 

@@ -172,6 +172,52 @@ def check_fields(record: _Record) -> _Record:
     return record
 
 
+NOTIFY_KINDS = "desktop, webhook:http(s)://HOST/PATH or command:/absolute/path"
+
+
+def notify_problem(target: str) -> str | None:
+    """Why `target` is not a notification target (core.announce), None if it is one."""
+    problem = text_problem(target)
+    if problem:
+        return problem
+    if target == "desktop":
+        return None
+    kind, sep, rest = target.partition(":")
+    if sep and kind == "webhook":
+        from urllib.parse import urlsplit
+
+        try:
+            url = urlsplit(rest)
+        except ValueError:
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.hostname or any(
+            c.isspace() or ord(c) < 32 for c in rest
+        ):
+            return f"{target!r}: a webhook is an http:// or https:// URL"
+        return None
+    if sep and kind == "command":
+        if not rest.startswith("/"):
+            return f"{target!r}: a command is an absolute path (run as argv, never a shell)"
+        return None
+    return f"{target!r} is not a notification target"
+
+
+def check_notify(targets: tuple[str, ...], where: str = "--notify") -> tuple[str, ...]:
+    """Every target, and for a command that it is an executable file now (a typo is
+    found at launch, not when the job ends)."""
+    import os
+
+    for target in targets:
+        problem = notify_problem(target)
+        if problem is None and target.startswith("command:"):
+            path = target.partition(":")[2]
+            if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                problem = f"{target!r}: {path} is not an executable file"
+        if problem:
+            raise UsageError(f"{where}: {problem}", f"use {NOTIFY_KINDS}")
+    return targets
+
+
 def check_spec(spec: JobSpec) -> JobSpec:
     """Every field of `spec`, by its type: a field added later is checked too."""
     return check_fields(spec)

@@ -16,7 +16,7 @@ from codexw.core.notify import Listener
 from codexw.core.process import reap_children
 from codexw.core.scheduler import fill_slots, reconcile
 from codexw.core.store import Store
-from codexw.core.validate import check_int, check_max_parallel, int_range
+from codexw.core.validate import check_int, check_max_parallel, check_notify, int_range
 from codexw.services.common import open_store
 from codexw.services.launch import LaunchRequest, enqueue, prepare
 
@@ -40,6 +40,9 @@ class BatchRequest:
     halt_on_failure: bool = False
     # Stop starting the batch's jobs once its attempts used this many tokens.
     budget_tokens: int | None = None
+    # The batch's end is announced once (defaults.notify, else the config's `notify`);
+    # with `notify_each`, every job's end too.
+    notify_each: bool = False
 
 
 @dataclass
@@ -69,6 +72,10 @@ def submit(req: BatchRequest) -> BatchSubmitted:
     max_parallel = req.max_parallel or config.max_parallel or DEFAULT_MAX_PARALLEL
     if req.budget_tokens is not None:
         check_int(req.budget_tokens, "--budget-tokens", *int_range("budget_tokens"))
+    notify = base.notify if base.notify is not None else config.notify
+    check_notify(notify, "--notify" if base.notify is not None
+                 else config.sources.get("notify", "--notify"))
+    base = replace(base, notify=notify if req.notify_each else ())
     specs: list[JobSpec] = []
     warnings: list[str] = []
     accounts: dict[str, dict[str, object]] = {}
@@ -116,6 +123,7 @@ def submit(req: BatchRequest) -> BatchSubmitted:
                 "max_parallel": max_parallel,
                 "halt_on_failure": req.halt_on_failure,
                 "budget_tokens": req.budget_tokens,
+                "notify": notify,
             },
             accounts=accounts,
         )

@@ -67,6 +67,7 @@ class LaunchRequest:
     # main tree's uncommitted changes over as the worktree's first commit.
     worktree: bool | None = None
     include_dirty: bool = False
+    notify: tuple[str, ...] | None = None  # None: the config's `notify`
 
 
 @dataclass
@@ -203,9 +204,12 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         level=req.level, type=req.type, model=req.model, sandbox=req.sandbox, retries=req.retries,
         retry_timeouts=req.retry_timeouts, backend=req.backend, broker_url=req.broker_url,
         queue=req.queue, report_sections=req.report_sections, isolation=isolation,
+        notify=req.notify,
     )
     check_config(cfg)
     validate.check_depth(os.environ, cfg.max_depth, inherited_depth())  # jobs launching jobs
+    source = cfg.sources.get("notify", "command line")
+    validate.check_notify(cfg.notify, "--notify" if source == "command line" else source)
     timeout = parse_duration(req.timeout, what="timeout") if req.timeout else cfg.timeout
     remote = cfg.backend in REMOTE_BACKENDS
     if remote:
@@ -256,6 +260,7 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
         backend=cfg.backend,
         broker_url=cfg.broker_url if remote else None,
         queue=cfg.queue if remote else None,
+        notify=cfg.notify,
     )
     spec = isolate(spec, cfg, req, warnings)
     account: dict[str, dict[str, object]] = {}
@@ -508,7 +513,8 @@ def launch(req: LaunchRequest) -> LaunchResult:
 
 
 def not_started_because(store: Store, job: Job) -> str:
-    """Why `job` has not started (for people), '' when it has."""
+    """Why `job` has not started (for people), '' when it has. `job.waiting`, when a
+    listing has set it (status.with_waiting: one plan for many jobs), is used as is."""
     if job.state.is_final:
         return job.reason or job.state.value
     if job.state != JobState.QUEUED:
@@ -522,7 +528,7 @@ def not_started_because(store: Store, job: Job) -> str:
             return f"waiting for job {dep} ({state.value}) to succeed"
     if job.spec.backend in REMOTE_BACKENDS:
         return f"waiting for a worker on queue {job.spec.queue or 'codex'}"
-    held = scheduler.waiting(store)[0].get(job.id)
+    held = job.waiting if job.waiting is not None else scheduler.waiting(store)[0].get(job.id)
     if held == limiter.THROTTLED:
         return "held back: its account is rate-limited (see `codexw status`)"
     if held == limiter.BUDGET:

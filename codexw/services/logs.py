@@ -124,7 +124,11 @@ def job_log_path(job: Job) -> Path:
     return Path(job.log_path) if job.log_path else lifecycle.log_path(job.id)
 
 
-def read_log(job_id: int, raw: bool = False, follow: bool = False) -> tuple[Job, Iterator[LogEntry]]:
+def read_log(job_id: int, raw: bool = False, follow: bool = False,
+             tail_bytes: int | None = None) -> tuple[Job, Iterator[LogEntry]]:
+    """The job and its log's entries (to the end, or followed as they come). With
+    `tail_bytes`, only the entries in the last that many bytes of an uncompressed log
+    (the board shows a long log's tail without reading all of it)."""
     with open_store() as store:
         job = store.get_job(job_id)
     path = job_log_path(job)
@@ -136,7 +140,7 @@ def read_log(job_id: int, raw: bool = False, follow: bool = False) -> tuple[Job,
             raise NoLogError(f"job {job_id} has no event log at {path}")
     if follow:
         return job, _following(job, path, raw)
-    return job, _with_ending(_read(path, raw), job, raw)
+    return job, _with_ending(_read(path, raw, tail_bytes), job, raw)
 
 
 def _following(job: Job, path: Path, raw: bool) -> Iterator[LogEntry]:
@@ -159,12 +163,22 @@ def _ending(job: Job) -> LogEntry:
     return LogEntry(kind, f"job {job.id} {job.state.value}{reason}")
 
 
-def _read(path: Path, raw: bool) -> Iterator[LogEntry]:
+def _read(path: Path, raw: bool, tail_bytes: int | None = None) -> Iterator[LogEntry]:
     splitter = _splitter(raw)
     with _open(path) as fh:
+        partial = False
+        if tail_bytes is not None and path.suffix != ".gz" and path.exists():
+            size = os.fstat(fh.fileno()).st_size
+            if size > tail_bytes:
+                fh.seek(size - tail_bytes)
+                partial = True  # the first line is cut: not shown
         while chunk := fh.read(READ_SIZE):
-            yield from _entries(splitter.feed(chunk), raw)
-    yield from _entries(splitter.close(), raw)
+            lines = splitter.feed(chunk)
+            if partial and lines:
+                lines, partial = lines[1:], False
+            yield from _entries(lines, raw)
+    if not partial:
+        yield from _entries(splitter.close(), raw)
 
 
 def _entries(lines: list[bytes | Skipped], raw: bool) -> Iterator[LogEntry]:

@@ -92,7 +92,7 @@ def _wait(
                 if deadline is not None and now >= deadline:
                     result.timed_out = True
                     return result
-                _track_runners(pending, pidfds)
+                track_runners(pending, pidfds)
                 wait = SAFETY_INTERVAL
                 if deadline is not None:
                     wait = min(wait, deadline - now)
@@ -128,7 +128,7 @@ def open_jobs(cwd: str | None = None, store: Store | None = None) -> list[int]:
     return sorted(ids)
 
 
-def _track_runners(pending: list[Job], pidfds: dict[int, int]) -> None:
+def track_runners(pending: list[Job], pidfds: dict[int, int]) -> None:
     """Hold a pidfd on each running job's runner, so its death wakes us at once."""
     wanted = {j.id: j for j in pending if j.runner_pid}
     for job_id in list(pidfds):

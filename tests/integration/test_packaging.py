@@ -1,4 +1,5 @@
-"""The wheel ships the top-level templates/ folder, so a non-editable install finds them."""
+"""The wheel ships the top-level templates/ folder and the board's static files, so a
+non-editable install finds them."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ def test_wheel_contains_templates_and_runner(tmp_path: Path) -> None:
     for template in (REPO / "templates").glob("*.md"):
         assert f"codexw/templates/{template.name}" in names
     assert "codexw/runner.py" in names
+    # The board's page, script and styles ship in the package (served offline, no CDN).
+    for static in (REPO / "codexw" / "board" / "static").iterdir():
+        assert f"codexw/board/static/{static.name}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "codexw = codexw.cli.app:main" in text

@@ -73,7 +73,8 @@ def mask_url(url: str | None) -> str:
 # this machine until someone decides it may travel (tests/unit/test_protocol_fields.py
 # fails until it is put in one of the two lists). Never sent: secrets and this machine's
 # paths and programs (codex_bin, codex_home, path_env, env_key, broker_url, template),
-# and what only the submitting side's queue uses (limits, retries, dependencies).
+# and what only the submitting side's queue uses (limits, retries, dependencies,
+# notifications).
 SENT_SPEC_FIELDS = ("task", "level", "type", "cwd", "project", "sandbox", "model", "timeout",
                     "kill_grace", "codex_args", "resume_thread", "report_sections")
 NOT_SENT_SPEC_FIELDS = ("codex_bin", "codex_home", "path_env", "env_key", "broker_url",
@@ -82,7 +83,8 @@ NOT_SENT_SPEC_FIELDS = ("codex_bin", "codex_home", "path_env", "env_key", "broke
                         "backoff_max", "resume_of", "codex_native", "account",
                         # A remote job never runs in a worktree (refused at launch).
                         "isolation", "base_commit", "branch", "worktree", "branch_prefix",
-                        "worktree_copy", "worktree_setup", "dirty_base")
+                        "worktree_copy", "worktree_setup", "dirty_base",
+                        "notify")  # announced here, by the stand-in that records the end
 
 
 def payload_for(job: Job, usage_baseline: dict[str, int] | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@
 - reads: jobs by id, project, queue order, active, retry chains
 - batches: batch limits and a batch's newest attempts
 - accounts: the rate limiter's rows (settings and state per account, its events)
+- announcements: job-end and batch-end notifications (core.announce)
 - files (what cleanup needs) and stats (`status --stats`): imported on first use
 - sql: state filters and WHERE clauses built from models' state sets
 """
@@ -19,6 +20,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from codexw.core.store.accounts import Account, Accounts
+from codexw.core.store.announcements import Announcement, Announcements
 from codexw.core.store.batches import Batch, Batches
 from codexw.core.store.connection import BUSY_TIMEOUT_S, Connection
 from codexw.core.store.jobs import JobWrites
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Account",
+    "Announcement",
     "BUSY_TIMEOUT_S",
     "MIGRATIONS",
     "SCHEMA_VERSION",
@@ -41,7 +44,7 @@ __all__ = [
 ]
 
 
-class Store(JobWrites, Batches, JobReads, Accounts, Connection):
+class Store(JobWrites, Batches, JobReads, Accounts, Announcements, Connection):
     """The registry. Open with `Store.open()` (a context manager that closes it), write
     inside `transaction()`."""
 
@@ -79,6 +82,11 @@ class Store(JobWrites, Batches, JobReads, Accounts, Connection):
         from codexw.core.store import stats
 
         return stats.duration_quantiles(self, project, job_type, quantiles)
+
+    def tokens_by_day(self, project: str | None, since: float) -> list[tuple[int, int, int]]:
+        from codexw.core.store import stats
+
+        return stats.tokens_by_day(self, project, since)
 
     def first_and_last(
         self, project: str | None, job_type: str | None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
 from codexw.core.errors import NotFoundError
 from codexw.core.models import Job
 from codexw.core.store import sql
+from codexw.core.store.announcements import targets_of
 from codexw.core.store.reads import JobReads
 
 _J_QUEUED = sql.state_in(sql.QUEUED, "j.state")
@@ -22,17 +24,20 @@ class Batch:
     max_parallel: int | None
     halt_on_failure: bool
     halted_reason: str | None
+    notify: tuple[str, ...] = ()  # where the batch's end is announced (core.announce)
 
 
 class Batches(JobReads):
     def insert_batch(
         self, project: str, source: str | None, max_parallel: int | None, halt_on_failure: bool,
         budget_tokens: int | None = None,
+        notify: tuple[str, ...] = (),
     ) -> int:
         cur = self._exec(
             "INSERT INTO batches (created_at, project, source, max_parallel, halt_on_failure,"
-            " budget_tokens) VALUES (?, ?, ?, ?, ?, ?)",
-            (time.time(), project, source, max_parallel, int(halt_on_failure), budget_tokens),
+            " budget_tokens, notify) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), project, source, max_parallel, int(halt_on_failure), budget_tokens,
+             json.dumps(list(notify))),
         )
         return int(cur.lastrowid)  # type: ignore[arg-type]
 
@@ -48,6 +53,7 @@ class Batches(JobReads):
             max_parallel=row["max_parallel"],
             halt_on_failure=bool(row["halt_on_failure"]),
             halted_reason=row["halted_reason"],
+            notify=targets_of(row["notify"]),
         )
 
     def batch_limits(self) -> dict[int, int | None]:

@@ -187,6 +187,28 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX account_events_by_at ON account_events(at);
     """,
+    # 11: job-end notifications (core.announce): where a job's or a batch's end is announced,
+    # and one row per announcement, inserted in the transaction that ends the job (never
+    # lost), claimed before sending and marked after (never sent twice). UNIQUE: one
+    # announcement per job end and per batch end.
+    """
+    ALTER TABLE jobs ADD COLUMN notify TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE batches ADD COLUMN notify TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE announcements (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER UNIQUE,
+        batch_id INTEGER UNIQUE,
+        targets TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'due',
+        sender_pid INTEGER,
+        sender_start REAL,
+        sent_at REAL,
+        error TEXT
+    );
+    CREATE INDEX announcements_open ON announcements(state, created_at)
+        WHERE state IN ('due', 'sending');
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -86,3 +86,19 @@ def first_and_last(
 def _rank(q: float, n: int) -> int:
     """Nearest-rank index of quantile `q` among `n` sorted values."""
     return min(n - 1, max(0, math.ceil(q * n) - 1))
+
+
+def tokens_by_day(
+    store: Connection, project: str | None, since: float
+) -> list[tuple[int, int, int]]:
+    """(UTC day number, input + cached, output + reasoning tokens) of jobs ended since
+    `since`, from the covering index."""
+    where, params = sql.stats_where(project, None, extra="ended_at >= ?")
+    rows = store._exec(
+        "SELECT CAST(ended_at / 86400 AS INTEGER) AS day,"
+        " SUM(input_tokens + cached_input_tokens) AS tokens_in,"
+        f" SUM(output_tokens + reasoning_output_tokens) AS tokens_out FROM jobs{where}"
+        " GROUP BY day ORDER BY day",
+        [*params, since],
+    ).fetchall()
+    return [(r["day"], r["tokens_in"] or 0, r["tokens_out"] or 0) for r in rows]

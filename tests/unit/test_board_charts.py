@@ -1,0 +1,31 @@
+"""The board's stats charts: plain SVG, every label escaped, bars to scale."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from codexw.board import charts
+
+NS = "{http://www.w3.org/2000/svg}"
+
+
+def test_charts_are_plain_svg_with_escaped_labels_and_bars_to_scale() -> None:
+    levels = [
+        {"level": "low", "succeeded": 3, "rated": 4, "success_rate": 0.75, "p50": 10.0,
+         "p90": 40.0},
+        {"level": "<script>", "succeeded": 0, "rated": 0, "success_rate": None, "p50": None,
+         "p90": None},
+    ]
+    success = ET.fromstring(charts.success_chart(levels))
+    rects = success.findall(f"{NS}rect")
+    assert [float(r.get("width", 0)) for r in rects] == [charts.CHART_W * 0.75,
+                                                          charts.CHART_W * 0.25]
+    texts = [t.text for t in success.iter(f"{NS}text")]
+    assert "<script>" in texts and "no finished jobs" in texts  # as text, parsed back
+    duration = ET.fromstring(charts.duration_chart(levels))
+    p50, p90 = (float(r.get("width", 0)) for r in duration.findall(f"{NS}rect"))
+    assert (p50, p50 + p90) == (charts.CHART_W * 0.25, charts.CHART_W)
+    tokens = ET.fromstring(charts.tokens_chart([{"day": "2026-11-30", "input": 300,
+                                                 "output": 100}]))
+    assert sum(float(r.get("width", 0)) for r in tokens.findall(f"{NS}rect")) == charts.CHART_W
+    assert not list(success.iter(f"{NS}script"))
