@@ -168,7 +168,8 @@ def render_markdown(text: str) -> str:
     data: links. The page's Content-Security-Policy allows no inline script either."""
     from markdown_it import MarkdownIt
 
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+    # breaks: a report's "**Task:** …" / "**Started:** …" lines stay lines, as written.
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable("table")
     return str(md.render(text))
 
 

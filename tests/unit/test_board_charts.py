@@ -29,3 +29,13 @@ def test_charts_are_plain_svg_with_escaped_labels_and_bars_to_scale() -> None:
                                                  "output": 100}]))
     assert sum(float(r.get("width", 0)) for r in tokens.findall(f"{NS}rect")) == charts.CHART_W
     assert not list(success.iter(f"{NS}script"))
+
+
+def test_a_report_renders_line_by_line_and_agent_html_stays_text() -> None:
+    from codexw.services.board import render_markdown
+
+    html = render_markdown("**Task:** fix it\n**Started:** now\n\n<script>alert(1)</script>\n"
+                           "[x](javascript:alert(1))")
+    assert "fix it<br />" in html  # the report's lines stay lines
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "href" not in html  # the javascript: link is refused, shown as text
