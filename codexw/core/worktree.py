@@ -213,6 +213,7 @@ class Prepared:
     events: list[bytes] = field(default_factory=list)  # written to the job's event log
     problem: str | None = None
     stopped: bool = False
+    fresh: bool = False  # made now from the base commit (no agent has written in it yet)
 
 
 def _event(command: str, exit_code: int | None, output: str = "") -> bytes:
@@ -249,8 +250,13 @@ def prepare(job: Job, env: dict[str, str], stop: Callable[[], bool]) -> Prepared
         prep.cwd = prep.path
     for name in spec.worktree_copy:
         _copy(project, prep, name)
-    if spec.worktree_setup:
+    if spec.worktree_setup and prep.fresh:
         _setup(spec.worktree_setup, prep, env, stop, spec.kill_grace)
+    elif spec.worktree_setup:
+        # It would run outside codex's sandbox on what the earlier agent wrote there
+        # (package scripts, a lockfile): never on an agent's files.
+        prep.notes.append("worktree_setup not run again: the worktree holds the earlier"
+                          " agent's files (run it there by hand if needed)")
     return prep
 
 
@@ -276,6 +282,7 @@ def _make(job: Job, prep: Prepared) -> None:
         raise GitError(f"{prep.path} already exists: two jobs never share a worktree")
     Path(prep.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     git(project, "worktree", "add", "--quiet", "-b", prep.branch, prep.path, spec.base_commit or "HEAD")
+    prep.fresh = True
     prep.events.append(_event(
         f"git worktree add -b {prep.branch} {prep.path} {(spec.base_commit or '')[:12]}", 0))
 
@@ -283,6 +290,15 @@ def _make(job: Job, prep: Prepared) -> None:
 def _copy(project: str, prep: Prepared, name: str) -> None:
     source = Path(name) if os.path.isabs(name) else Path(project) / name
     target = Path(prep.path) / (source.name if os.path.isabs(name) else name)
+    # codexw copies as the user, outside codex's sandbox, into a folder an agent may have
+    # written: never through a link it planted, never over what is there.
+    if os.path.lexists(target):
+        prep.notes.append(f"worktree_copy: {name} is already in the worktree; not copied again")
+        prep.copied.append(os.path.relpath(target, prep.path))  # still never committed
+        return
+    if _through_link(Path(prep.path), target):
+        prep.notes.append(f"worktree_copy: {name} not copied: a symlink in the worktree is on its way")
+        return
     try:
         if source.is_dir():
             shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
@@ -297,6 +313,19 @@ def _copy(project: str, prep: Prepared, name: str) -> None:
         return
     prep.copied.append(os.path.relpath(target, prep.path))
     prep.events.append(_event(f"codexw: copy {name} into the worktree", 0))
+
+
+def _through_link(top: Path, target: Path) -> bool:
+    """Whether a folder between `top` and `target` is a symlink (or leaves `top`)."""
+    norm = Path(os.path.normpath(target))
+    if top not in norm.parents:
+        return True
+    here = norm.parent
+    while here != top:
+        if here.is_symlink():
+            return True
+        here = here.parent
+    return False
 
 
 def _setup(argv: tuple[str, ...], prep: Prepared, env: dict[str, str],
