@@ -191,6 +191,7 @@ def send(message: Message, target: str, announcement_id: int) -> None:
 
 
 def _post(url: str, message: Message, announcement_id: int) -> None:
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -207,6 +208,8 @@ def _post(url: str, message: Message, announcement_id: int) -> None:
         raise OSError(f"HTTP {exc.code} from the webhook") from None
     except urllib.error.URLError as exc:
         raise OSError(f"webhook not reached: {exc.reason}") from None
+    except (http.client.HTTPException, ValueError) as exc:  # a bad port, a non-HTTP answer
+        raise OSError(f"webhook failed: {type(exc).__name__}: {exc}") from None
 
 
 def _run(argv: list[str], extra_env: dict[str, str], cwd: str | None) -> None:
