@@ -406,3 +406,47 @@ def test_worktree_is_refused_with_the_app_server_backend(repo: Env) -> None:
     assert proc.returncode != 0
     assert "--worktree is not available with --backend app-server" in proc.stderr
     assert not (repo.state / "codexw.db").exists() or repo.run("status", "--json").stdout.count('"id"') == 0
+
+
+def test_a_follow_up_never_copies_through_an_agents_symlink_nor_reruns_setup(repo: Env) -> None:
+    """The copies and the setup run as the user, outside codex's sandbox: on a worktree an
+    agent has written in, codexw must not write through a link it planted or run what it
+    left there."""
+    cx = repo
+    (cx.project / ".env").write_text("API_KEY=secret\n")
+    runs = cx.tmp / "setup-runs"
+    setup = json.dumps(["sh", "-c", f"echo ran >> {runs}"])
+    (cx.tmp / "config" / "config.toml").write_text(
+        f'worktree_copy = [".env", "conf"]\nworktree_setup = {setup}\n')
+    (cx.project / "conf").mkdir()
+    (cx.project / "conf" / "a.cfg").write_text("a\n")
+    cx.launch("@fake write-text out.txt ok", "--worktree")
+    assert cx.run("wait", "1").returncode == 0
+    tree = Path(cx.job(1)["worktree"])
+    assert runs.read_text() == "ran\n"
+    # What the first agent could leave behind: its .env a link to the user's own file,
+    # and the copied folder a link elsewhere.
+    victim = cx.tmp / "victim.txt"
+    victim.write_text("the user's file\n")
+    (tree / ".env").unlink()
+    (tree / ".env").symlink_to(victim)
+    elsewhere = cx.tmp / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(tree / "conf")
+    (tree / "conf").symlink_to(elsewhere)
+    cx.ok("continue", "1", "@fake write-text more.txt more")
+    assert cx.run("wait", "2").returncode == 0
+    assert victim.read_text() == "the user's file\n"
+    assert list(elsewhere.iterdir()) == []
+    assert runs.read_text() == "ran\n"  # setup ran once, for the fresh worktree only
+    report = Path(cx.job(2)["report_path"]).read_text()
+    assert "worktree_setup not run again" in report
+    assert ".env is already in the worktree; not copied again" in report
+
+
+def test_codex_options_are_refused_with_the_app_server_backend(cx: Env) -> None:
+    for args in (["--add-dir", str(cx.tmp)], ["--codex-arg=-c", "--codex-arg=model_provider=x"]):
+        proc = cx.run("launch", "--backend", "app-server", "task", *args)
+        assert proc.returncode == 2, proc.stderr
+        assert "cannot go to --backend app-server" in proc.stderr
+    assert not (cx.state / "codexw.db").exists() or '"id"' not in cx.run("status", "--json").stdout
