@@ -28,6 +28,8 @@ BACKENDS = {
 
 class Backend(Protocol):
     name: str
+    # How long `kill` waits, beyond the job's kill_grace, for the job's process to stop it.
+    stop_wait: float
 
     def start(self, job: Job) -> tuple[int, float | None]:
         """Start the process that runs `job`, detached; its (PID, start time)."""
@@ -41,6 +43,9 @@ class Backend(Protocol):
     def request_stop(self, job: Job) -> bool:
         """Ask the process running `job` to stop it (its kill request is recorded
         already); False if there is no such process to ask."""
+
+    def force_stop(self, job: Job) -> None:
+        """That process did not stop the job in time: stop what is left of it ourselves."""
 
 
 _loaded: dict[str, Backend] = {}
@@ -60,6 +65,7 @@ class RunnerBackend:
 
     name = ""
     runner_module = ""
+    stop_wait = 10.0
 
     def start(self, job: Job) -> tuple[int, float | None]:
         env = dict(os.environ)
@@ -80,3 +86,8 @@ class RunnerBackend:
         """SIGTERM to the job's own process, which stops codex and records the end."""
         return bool(job.runner_pid) and process.signal_pid(
             job.runner_pid or 0, signal.SIGTERM, job.runner_start)
+
+    def force_stop(self, job: Job) -> None:
+        """The job's own process is stuck: its tree, then the process itself."""
+        self.stop_leftovers(job)
+        process.signal_pid(job.runner_pid or 0, signal.SIGKILL, job.runner_start)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from dataclasses import dataclass
 
-from codexw.core import process
 from codexw.core.backend import backend_for
 from codexw.core.lifecycle import Ending, end_without_runner
 from codexw.core.models import Job, JobState
@@ -83,16 +81,16 @@ def _stop(store: Store, job: Job) -> KillResult:
     if job.state.is_final:
         return KillResult(job.id, "running", job.state.value, "ended meanwhile")
     grace = job.spec.kill_grace
-    if backend_for(job.spec.backend).request_stop(job):
-        ended = _wait_final(store, job.id, grace + 10.0)
+    backend = backend_for(job.spec.backend)
+    if backend.request_stop(job):
+        ended = _wait_final(store, job.id, grace + backend.stop_wait)
         if ended is not None:
             return KillResult(job.id, job.state.value, ended.state.value, "stopped by its runner")
     # The runner is gone or stuck: stop the tree ourselves and record it.
     job = store.get_job(job.id)
     if job.state.is_final:
         return KillResult(job.id, "running", job.state.value, "ended meanwhile")
-    backend_for(job.spec.backend).stop_leftovers(job)
-    process.signal_pid(job.runner_pid or 0, signal.SIGKILL, job.runner_start)
+    backend.force_stop(job)
     end_without_runner(store, job, Ending(JobState.KILLED, "killed by `codexw kill` (runner did not respond)"))
     final = store.get_job(job.id)
     return KillResult(job.id, job.state.value, final.state.value, "process tree killed")

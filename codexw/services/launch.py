@@ -220,6 +220,15 @@ def prepare(req: LaunchRequest, config: Config | None = None, batch_id: int | No
     templates.check_template(template)
     warnings = []
     passthrough = codex_options(req, cwd)
+    extra = tuple(cfg.codex_args) + passthrough + tuple(req.codex_args)
+    if cfg.backend == "app-server" and extra:
+        # Its threads are opened with cwd, sandbox, model and effort only: codex options
+        # would be dropped without a word (a provider, an added dir, a profile).
+        raise UsageError(
+            f"codex options ({' '.join(extra)}) cannot go to --backend app-server (experimental)",
+            "drop them (codex_args, --codex-arg, --profile, --add-dir, --output-schema), or use the"
+            " default backend",
+        )
     if "--skip-git-repo-check" not in passthrough + cfg.codex_args and not in_git_repo(str(cwd)):
         warnings.append(
             f"{cwd} is not in a git repository: codexw passes --skip-git-repo-check"

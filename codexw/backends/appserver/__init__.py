@@ -40,6 +40,9 @@ def key_for(job: Job, env: dict[str, str]) -> str:
 
 class AppServerBackend:
     name = "app-server"
+    # The supervisor interrupts the turn, stops its processes (kill_grace) and waits for
+    # turn/completed (supervisor.INTERRUPT_WAIT): kill waits for all of that.
+    stop_wait = 15.0 + 10.0
 
     def start(self, job: Job) -> tuple[int, float | None]:
         """The supervisor of the job's key: the running one, or one started now (under the
@@ -77,6 +80,12 @@ class AppServerBackend:
         if env is not None and env.get(files.MARKER_VAR, "").startswith(
                 str(paths.state_dir().resolve()) + ":"):
             process.terminate_group(pgid, grace=min(job.spec.kill_grace, 5.0))
+
+    def force_stop(self, job: Job) -> None:
+        """Never the supervisor nor its app-server while they live: they run other jobs
+        too. Only a dead supervisor's leftovers are stopped."""
+        if not self.is_alive(job):
+            self.stop_leftovers(job)
 
     def request_stop(self, job: Job) -> bool:
         """Stopping one job is the supervisor's work (kill_requested, already recorded,

@@ -155,7 +155,7 @@ def turn_processes(server_pid: int | None, command_pids: set[int], cwd: str,
     their descendants; and, for commands it did not report, the app-server's descendants
     started since the turn began whose working directory is in the job's cwd. Two jobs of
     one app-server in the same folder at the same time cannot be told apart by the second
-    rule (docs/app-server.md)."""
+    rule (docs/design.md, "The app-server backend")."""
     children = _children_map()
     alive = {pid for pid in command_pids if _stat(pid) is not None
              and (_stat(pid) or (0, 0.0))[1] >= turn_started - 1.0}

@@ -74,6 +74,8 @@ class Supervisor:
         self.runs: dict[int, ThreadRun] = {}
         self.by_thread: dict[str, ThreadRun] = {}
         self.loaded: dict[str, tuple[str, str, str | None]] = {}  # threads the server holds
+        self.opening: list[tuple[ThreadRun, str, dict[str, Any]]] = []  # thread requests to send
+        self.opening_now: ThreadRun | None = None
         self.idle_since = time.monotonic()
         self.stop = StopRequest()
         self.me = os.getpid()
@@ -158,6 +160,7 @@ class Supervisor:
         files.write_record(self.key, self.me, process.create_time(self.me), server.pid)
         self.server = server
         self.loaded = {}
+        self.opening_now = None
         return server
 
     def begin(self, job: Job) -> None:
@@ -205,13 +208,32 @@ class Supervisor:
             self.thread_ready(run, {"thread": {"id": resume}}, None, None)
             self.report(run, force=True)
             return
-        trusted_before = files.read_bytes(self.codex_home / "config.toml")
         if resume:
             params["threadId"] = resume
         run.setting = setting
-        server.request("thread/resume" if resume else "thread/start", params,
-                       lambda result, error: self.thread_ready(run, result, error, trusted_before))
+        self.opening.append((run, "thread/resume" if resume else "thread/start", params))
+        self.open_next()
         self.report(run, force=True)
+
+    def open_next(self) -> None:
+        """Send the next thread/start (or resume), one at a time: each writes a trust
+        entry into codex's config.toml, undone by comparing the file before and after,
+        which two requests in flight at once would defeat."""
+        if self.opening_now is not None or not self.opening or self.server is None:
+            return
+        run, method, params = self.opening.pop(0)
+        if run.job.id not in self.runs:  # ended (killed) while it waited
+            self.open_next()
+            return
+        self.opening_now = run
+        before = files.read_bytes(self.codex_home / "config.toml")
+
+        def opened(result: dict[str, Any] | None, error: str | None) -> None:
+            self.opening_now = None
+            self.thread_ready(run, result, error, before)
+            self.open_next()
+
+        self.server.request(method, params, opened)
 
     def thread_of_lost_attempt(self, job: Job) -> str | None:
         """A retry of an attempt the app-server's death ended: resume its conversation."""
@@ -232,7 +254,7 @@ class Supervisor:
         thread = (result or {}).get("thread")
         thread_id = thread.get("id") if isinstance(thread, dict) else None
         if error is not None or not isinstance(thread_id, str):
-            self.end(run, failure(f"codex app-server: {error or 'no thread id'}", None))
+            self.end(run, self.request_failed(error or "no thread id"))
             return
         run.thread_id = thread_id
         self.by_thread[thread_id] = run
@@ -254,12 +276,19 @@ class Supervisor:
         turn_id = turn.get("id") if isinstance(turn, dict) else None
         if error is not None or not isinstance(turn_id, str):
             if run.job.id in self.runs:
-                self.end(run, failure(f"codex app-server: {error or 'no turn id'}", None))
+                self.end(run, self.request_failed(error or "no turn id"))
             return
         run.turn_id = turn_id
         run.turn_started = process.now_token()
         if run.stopping is not None:
             self.interrupt(run)
+
+    def request_failed(self, error: str) -> Ending:
+        """A thread or turn request that failed: `lost` (retryable, the thread resumed) when
+        the app-server died under it, else the failure it names."""
+        if self.server is None or not self.server.alive():
+            return Ending(JobState.LOST, f"codex app-server died: {error}", None, True)
+        return failure(f"codex app-server: {error}", None)
 
     # -- events -------------------------------------------------------------------------
 
